@@ -1,0 +1,58 @@
+# The project's entry points. `make demo` and `make test` are the README's contract.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help venv test test-unit lint demo cluster-up cluster-down cluster-bins bench bench-backfill bench-operator clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)  ## create .venv with the project and its test tools
+
+cluster-bins:  ## build (or reuse from the cache) etcd, the Kubernetes servers, kwok, kubectl, helm
+	@hack/build-cluster-bins.sh >/dev/null
+
+cluster-up: venv cluster-bins  ## start the local cluster; kubeconfig in .local-cluster/kubeconfig
+	$(PY) -m localcluster up
+
+cluster-down: venv  ## stop every process the local cluster started
+	$(PY) -m localcluster down
+
+test: venv cluster-bins  ## all tests: unit, PostgreSQL and end-to-end on the local cluster
+	$(PY) -m pytest
+
+test-unit: venv  ## only the tests that need neither PostgreSQL nor the cluster
+	$(PY) -m pytest -m 'not pg and not e2e'
+
+lint: venv  ## ruff, mypy --strict, import-linter layering contracts
+	$(VENV)/bin/ruff check operator hack tests bench
+	$(VENV)/bin/ruff format --check operator hack tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+demo: venv cluster-bins  ## local cluster + PostgreSQL + operator + sample app + rename migration, to Succeeded
+	$(PY) hack/demo.py
+
+bench: bench-backfill bench-operator  ## every benchmark
+
+bench-backfill: venv  ## runner backfill vs one UPDATE on 1M rows (JSON line last)
+	$(PY) bench/backfill.py
+
+bench-operator: venv cluster-bins  ## operator reaction latency and memory (JSON line last)
+	$(PY) bench/operator_reaction.py
+
+clean:  ## stop the cluster and remove local state
+	-$(PY) -m localcluster down
+	rm -rf .local-cluster

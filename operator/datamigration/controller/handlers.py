@@ -1,0 +1,90 @@
+"""kopf registrations: each handler maps a watch event to the migrations it concerns.
+
+Handlers hold no logic: they find which DataMigration an event is about and enqueue it; the
+`Reconciler` observes, decides and acts. Four watches feed it: DataMigrations themselves, their
+Jobs (by owner), Deployments they target, and those Deployments' pods (so that the last old
+pod leaving, terminating ones included, is seen at once rather than at the next resync).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from datamigration.controller.reconciler import Reconciler
+from datamigration.controller.settings import OperatorSettings
+from datamigration.core.rollout import owning_deployment
+from datamigration.k8s.cluster import ClusterApi
+
+GROUP, VERSION, PLURAL = "datamigration.dev", "v1alpha1", "datamigrations"
+DONE = ("Succeeded", "Aborted", "Invalid", "Failed")
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Our own Events and status only: kopf's per-handler log Events would be noise, and its
+    bookkeeping annotations are not needed by event handlers."""
+    settings.posting.enabled = False
+    settings.watching.server_timeout = 270
+    settings.watching.client_timeout = 300
+    settings.persistence.finalizer = "datamigration.dev/kopf-finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    operator_settings = OperatorSettings.from_env()
+    memo["reconciler"] = Reconciler(api=ClusterApi(), settings=operator_settings)
+    logging.getLogger(__name__).info(
+        "watching %s; runner image %s",
+        ", ".join(operator_settings.namespaces) or "all namespaces",
+        operator_settings.runner_image,
+    )
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def by_workload(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> Any:
+    """Which migrations target which Deployment, and whether they still care about it."""
+    workload = spec.get("workload", {}).get("name")
+    return {(namespace, workload): (name, status.get("phase") not in DONE)}
+
+
+def _reconciler(memo: kopf.Memo) -> Reconciler:
+    reconciler: Reconciler = memo["reconciler"]
+    return reconciler
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def migration_event(
+    event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    if event["type"] == "DELETED":
+        _reconciler(memo).forget(namespace, name)
+    else:
+        _reconciler(memo).enqueue(namespace, name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={"datamigration.dev/migration-uid": kopf.PRESENT})
+def job_event(namespace: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    for ref in meta.get("ownerReferences", []):
+        if ref.get("kind") == "DataMigration":
+            _reconciler(memo).enqueue(namespace, ref["name"])
+
+
+@kopf.on.event("apps", "v1", "deployments")
+def deployment_event(
+    namespace: str, name: str, by_workload: kopf.Index[Any, Any], memo: kopf.Memo, **_: Any
+) -> None:
+    for migration, _active in by_workload.get((namespace, name), []):
+        _reconciler(memo).enqueue(namespace, migration)
+
+
+@kopf.on.event("", "v1", "pods", labels={"pod-template-hash": kopf.PRESENT})
+def pod_event(
+    namespace: str, body: kopf.Body, by_workload: kopf.Index[Any, Any], memo: kopf.Memo, **_: Any
+) -> None:
+    deployment = owning_deployment(body)
+    if deployment is None:
+        return
+    for migration, active in by_workload.get((namespace, deployment), []):
+        if active:
+            _reconciler(memo).enqueue(namespace, migration)

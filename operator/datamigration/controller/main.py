@@ -1,0 +1,52 @@
+"""`datamigration-operator`: run the operator against the current kubeconfig or in-cluster.
+
+Standalone (no kopf peering): run exactly one replica, with `strategy: Recreate`, as the chart
+does; a second replica would not corrupt anything (Job creation is idempotent) but would double
+the API traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import kopf
+
+from datamigration import __version__
+from datamigration.controller.settings import OperatorSettings, SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="datamigration-operator", description=__doc__)
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--liveness",
+        default="",
+        metavar="URL",
+        help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = OperatorSettings.from_env()  # fail fast, before connecting anywhere
+    except SettingsError as exc:
+        print(f"datamigration-operator: {exc}", file=sys.stderr)
+        return 2
+
+    import datamigration.controller.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=args.verbose, log_prefix=False)
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    kopf.run(
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

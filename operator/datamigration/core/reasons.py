@@ -1,0 +1,42 @@
+"""Every condition reason and Event reason the operator uses, in one place.
+
+CamelCase, stable: users grep for them, `kubectl wait` and Argo CD health checks match on them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Condition types.
+READY: Final = "Ready"
+PROGRESSING: Final = "Progressing"
+STALLED: Final = "Stalled"
+AWAITING_APPROVAL: Final = "AwaitingApproval"
+READY_FOR_ROLLOUT: Final = "ReadyForRollout"
+ROLLOUT_VERIFIED: Final = "RolloutVerified"
+
+# Reasons: progress.
+PENDING: Final = "Pending"
+PHASE_RUNNING: Final = "PhaseRunning"
+PHASE_STARTED: Final = "PhaseStarted"
+PHASE_SUCCEEDED: Final = "PhaseSucceeded"
+WAITING_FOR_WORKLOAD: Final = "WaitingForWorkload"
+ROLLOUT_IN_PROGRESS: Final = "RolloutInProgress"
+ROLLOUT_STARTED: Final = "RolloutStarted"
+ROLLOUT_PROVEN: Final = "RolloutProven"
+APPROVAL_REQUIRED: Final = "ApprovalRequired"
+APPROVED: Final = "Approved"
+SUCCEEDED: Final = "Succeeded"
+PAUSED: Final = "Paused"
+RESUMED: Final = "Resumed"
+RETRIED: Final = "Retried"
+
+# Reasons: failures and blocks.
+INVALID_SPEC: Final = "InvalidSpec"
+SECRET_NOT_FOUND: Final = "SecretNotFound"
+WORKLOAD_NOT_FOUND: Final = "WorkloadNotFound"
+JOB_FAILED: Final = "JobFailed"
+VERIFY_FAILED: Final = "VerifyFailed"
+ROLLOUT_FAILED: Final = "RolloutFailed"
+ROLLOUT_TIMED_OUT: Final = "RolloutTimedOut"
+ABORTED: Final = "Aborted"

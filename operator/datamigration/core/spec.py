@@ -1,0 +1,253 @@
+"""The typed view of a DataMigration's `spec`, parsed once per reconcile.
+
+The CRD's OpenAPI schema already rejects most malformed input at the API server; this module
+re-checks what the operator relies on (so a resource written before a schema change, or applied
+with validation off, still fails cleanly) and adds the rules a schema cannot express. Every error
+names the field path, as the API server does: `spec.workload.image: required when ...`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from datamigration.core.errors import SpecError
+from datamigration.core.steps import Step, parse_steps
+
+JOB_PHASES: tuple[str, ...] = ("expand", "backfill", "contract")
+PHASES: tuple[str, ...] = ("expand", "backfill", "codeRollout", "contract")
+
+RolloutMode = Literal["Apply", "Observe"]
+Approval = Literal["Automatic", "Manual"]
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Workload:
+    kind: str
+    name: str
+    container: str
+    image: str | None
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    image: str | None = None
+    service_account_name: str | None = None
+    backoff_limit: int = 0
+    active_deadline_seconds: int | None = None
+    lock_timeout_seconds: int = 60
+    allow_checksum_change: bool = False
+
+
+@dataclass(frozen=True)
+class PhaseSteps:
+    """The steps of one database phase: parsed for decisions, raw for the runner's plan."""
+
+    steps: tuple[Step, ...] = ()
+    raw: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def command_step(self) -> Mapping[str, Any] | None:
+        """The `command` step's body when this phase runs a team's own tool."""
+        for raw in self.raw:
+            if "command" in raw:
+                body: Mapping[str, Any] = raw["command"]
+                return body
+        return None
+
+
+@dataclass(frozen=True)
+class CodeRollout:
+    mode: RolloutMode = "Apply"
+    timeout_seconds: int = 900
+
+
+@dataclass(frozen=True)
+class Contract:
+    approval: Approval = "Manual"
+    approved: bool = False
+    verify: PhaseSteps = field(default_factory=PhaseSteps)
+    steps: PhaseSteps = field(default_factory=PhaseSteps)
+
+
+@dataclass(frozen=True)
+class MigrationSpec:
+    database: SecretKeyRef
+    workload: Workload
+    runner: RunnerSpec
+    expand: PhaseSteps
+    backfill: PhaseSteps
+    code_rollout: CodeRollout
+    contract: Contract
+    paused: bool = False
+    abort: bool = False
+
+    def job_steps(self, phase: str) -> PhaseSteps:
+        """What the phase's Job runs. Contract runs its verify queries first, in the same Job,
+        so nothing can change between the check and the destructive step."""
+        if phase == "expand":
+            return self.expand
+        if phase == "backfill":
+            return self.backfill
+        if phase == "contract":
+            return PhaseSteps(
+                steps=self.contract.verify.steps + self.contract.steps.steps,
+                raw=self.contract.verify.raw + self.contract.steps.raw,
+            )
+        raise ValueError(f"{phase} is not a database phase")
+
+
+def _obj(raw: Any, path: str, *, required: bool = True) -> Mapping[str, Any]:
+    if raw is None and not required:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise SpecError(path, "must be an object" if raw is not None else "is required")
+    return raw
+
+
+def _str(raw: Mapping[str, Any], key: str, path: str, *, required: bool = True) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise SpecError(f"{path}.{key}", "is required")
+        return None
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{path}.{key}", "must be a non-empty string")
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, path: str, default: int, lo: int, hi: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise SpecError(f"{path}.{key}", f"must be an integer between {lo} and {hi}")
+    return value
+
+
+def _bool(raw: Mapping[str, Any], key: str, path: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise SpecError(f"{path}.{key}", "must be true or false")
+    return value
+
+
+def _enum(raw: Mapping[str, Any], key: str, path: str, allowed: tuple[str, ...]) -> str:
+    value = raw.get(key, allowed[0])
+    if value not in allowed:
+        raise SpecError(f"{path}.{key}", f"must be one of {', '.join(allowed)}, not {value!r}")
+    return str(value)
+
+
+def _phase_steps(raw: Any, path: str) -> PhaseSteps:
+    body = _obj(raw, path, required=False)
+    if not body:
+        return PhaseSteps()
+    raw_steps = body.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise SpecError(f"{path}.steps", "must be a non-empty list of steps")
+    steps = tuple(parse_steps(raw_steps, f"{path}.steps"))
+    commands = [i for i, step in enumerate(steps) if step.kind == "command"]
+    if commands and len(steps) > 1:
+        raise SpecError(
+            f"{path}.steps[{commands[0]}].command",
+            "a command step runs as the phase's whole Job, so it must be the only step of "
+            "its phase",
+        )
+    return PhaseSteps(steps=steps, raw=tuple(raw_steps))
+
+
+def _verify_steps(raw: Any, path: str) -> PhaseSteps:
+    if raw is None:
+        return PhaseSteps()
+    if not isinstance(raw, list):
+        raise SpecError(path, "must be a list of {name, query, expect}")
+    as_steps: list[dict[str, Any]] = []
+    for i, item in enumerate(raw):
+        entry = _obj(item, f"{path}[{i}]")
+        as_steps.append(
+            {
+                "name": entry.get("name"),
+                "verify": {"query": entry.get("query"), "expect": entry.get("expect")},
+            }
+        )
+    steps = tuple(parse_steps(as_steps, path))
+    return PhaseSteps(steps=steps, raw=tuple(as_steps))
+
+
+def parse_spec(raw: Any) -> MigrationSpec:
+    """Parse `spec`, raising `SpecError` for the first problem found."""
+    spec = _obj(raw, "spec")
+    database = _obj(spec.get("database"), "spec.database")
+    url_from = _obj(database.get("urlFrom"), "spec.database.urlFrom")
+    ref = _obj(url_from.get("secretKeyRef"), "spec.database.urlFrom.secretKeyRef")
+    ref_path = "spec.database.urlFrom.secretKeyRef"
+    secret = SecretKeyRef(name=str(_str(ref, "name", ref_path)), key=str(_str(ref, "key", ref_path)))
+
+    wl = _obj(spec.get("workload"), "spec.workload")
+    kind = _enum(wl, "kind", "spec.workload", ("Deployment",))
+    workload = Workload(
+        kind=kind,
+        name=str(_str(wl, "name", "spec.workload")),
+        container=str(_str(wl, "container", "spec.workload")),
+        image=_str(wl, "image", "spec.workload", required=False),
+    )
+
+    rn = _obj(spec.get("runner"), "spec.runner", required=False)
+    deadline = rn.get("activeDeadlineSeconds")
+    runner = RunnerSpec(
+        image=_str(rn, "image", "spec.runner", required=False),
+        service_account_name=_str(rn, "serviceAccountName", "spec.runner", required=False),
+        backoff_limit=_int(rn, "backoffLimit", "spec.runner", 0, 0, 10),
+        active_deadline_seconds=(
+            None
+            if deadline is None
+            else _int(rn, "activeDeadlineSeconds", "spec.runner", 1, 1, 604800)
+        ),
+        lock_timeout_seconds=_int(rn, "lockTimeoutSeconds", "spec.runner", 60, 1, 3600),
+        allow_checksum_change=_bool(rn, "allowChecksumChange", "spec.runner"),
+    )
+
+    cr = _obj(spec.get("codeRollout"), "spec.codeRollout", required=False)
+    code_rollout = CodeRollout(
+        mode="Observe" if _enum(cr, "mode", "spec.codeRollout", ("Apply", "Observe")) == "Observe"
+        else "Apply",
+        timeout_seconds=_int(cr, "timeoutSeconds", "spec.codeRollout", 900, 30, 86400),
+    )
+    if code_rollout.mode == "Apply" and workload.image is None:
+        raise SpecError("spec.workload.image", "is required when spec.codeRollout.mode is Apply")
+
+    ct = _obj(spec.get("contract"), "spec.contract", required=False)
+    approval = _enum(ct, "approval", "spec.contract", ("Manual", "Automatic"))
+    contract = Contract(
+        approval="Automatic" if approval == "Automatic" else "Manual",
+        approved=_bool(ct, "approved", "spec.contract"),
+        verify=_verify_steps(ct.get("verify"), "spec.contract.verify"),
+        steps=_phase_steps(ct if ct.get("steps") is not None else None, "spec.contract"),
+    )
+    expand = _phase_steps(spec.get("expand"), "spec.expand")
+    backfill = _phase_steps(spec.get("backfill"), "spec.backfill")
+    if not (expand.steps or backfill.steps or contract.steps.steps):
+        raise SpecError("spec", "at least one of expand, backfill, contract must have steps")
+    if contract.steps.steps and contract.approval == "Automatic" and not contract.verify.steps:
+        raise SpecError(
+            "spec.contract",
+            "a destructive contract needs a gate besides the rollout: set approval: Manual "
+            "or add at least one verify query",
+        )
+    return MigrationSpec(
+        database=secret,
+        workload=workload,
+        runner=runner,
+        expand=expand,
+        backfill=backfill,
+        code_rollout=code_rollout,
+        contract=contract,
+        paused=_bool(spec, "paused", "spec"),
+        abort=_bool(spec, "abort", "spec"),
+    )

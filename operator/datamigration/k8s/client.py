@@ -1,0 +1,129 @@
+"""Synchronous access to the Kubernetes API in plain JSON, for every caller in the project.
+
+Why plain dicts: the pure core decides on the objects exactly as the API serves them, and the
+client's generated models cost memory and CPU for no gain. Why synchronous: the runner and the
+CLI are synchronous programs; the operator calls this from worker threads.
+
+Guarantees: errors surface as `KubeError` carrying the HTTP status and the API's own `reason`
+and message (which never contain credentials); the kubeconfig or service-account token is read
+once, at construction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+GROUP = "datamigration.dev"
+VERSION = "v1alpha1"
+PLURAL = "datamigrations"
+
+JSON = dict[str, Any]
+
+
+@dataclass
+class KubeError(Exception):
+    """An API call that failed, with the API's status code and message."""
+
+    status: int
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.reason}: {self.message}"
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+def _error(exc: ApiException) -> KubeError:
+    reason, message = str(exc.reason or ""), ""
+    try:
+        body = json.loads(exc.body or "{}")
+        reason = body.get("reason") or reason
+        message = body.get("message") or ""
+    except (TypeError, ValueError):
+        message = ""
+    return KubeError(status=int(exc.status or 0), reason=reason, message=message)
+
+
+def load_api_client() -> client.ApiClient:
+    """An ApiClient from $KUBECONFIG (or ~/.kube/config), else the pod's service account."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+        config.load_incluster_config()
+    else:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+class KubeClient:
+    """Raw JSON calls against the API server: get, list, create, patch, delete."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api_client = api_client or load_api_client()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+        timeout: float = 30.0,
+    ) -> JSON:
+        """One API call; returns the decoded JSON response."""
+        try:
+            response = self.api_client.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params={"Accept": accept, "Content-Type": content_type},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=timeout,
+            )
+        except ApiException as exc:
+            raise _error(exc) from None
+        raw = response[0].data
+        decoded: JSON = json.loads(raw) if raw else {}
+        return decoded
+
+    def get(self, path: str, **query: str) -> JSON:
+        return self.request("GET", path, query=query or None)
+
+    def list_items(self, path: str, **query: str) -> list[JSON]:
+        items: list[JSON] = self.request("GET", path, query=query or None).get("items", [])
+        return items
+
+    def create(self, path: str, body: JSON) -> JSON:
+        return self.request("POST", path, body=body)
+
+    def merge_patch(self, path: str, body: JSON) -> JSON:
+        return self.request("PATCH", path, body=body, content_type="application/merge-patch+json")
+
+    def delete(self, path: str, *, propagation: str = "Background") -> JSON:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
+        return self.request("DELETE", path, body=body)
+
+
+def migration_path(namespace: str, name: str = "", subresource: str = "") -> str:
+    """The API path of DataMigrations in a namespace, one of them, or its subresource."""
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+    if name:
+        path += f"/{name}"
+    if subresource:
+        path += f"/{subresource}"
+    return path

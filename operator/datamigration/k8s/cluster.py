@@ -1,0 +1,188 @@
+"""The operator's and the CLI's operations on the cluster, each one API call or a tight group.
+
+Every call the product makes to Kubernetes is here (the runner's progress patch included), so
+RBAC can be audited against one file: each function says which verb on which resource it needs.
+Idempotent at the edge: creating what exists and deleting what is gone are not errors.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+
+from datamigration.k8s.client import JSON, KubeClient, KubeError, migration_path
+
+COMPONENT = "datamigration-operator"
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+
+def label_selector(selector: Mapping[str, Any]) -> str:
+    """A `metav1.LabelSelector` as the query-string form the API accepts."""
+    parts = [f"{k}={v}" for k, v in sorted(selector.get("matchLabels", {}).items())]
+    for expr in selector.get("matchExpressions", []) or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if op == "In":
+            parts.append(f"{key} in ({','.join(values)})")
+        elif op == "NotIn":
+            parts.append(f"{key} notin ({','.join(values)})")
+        elif op == "Exists":
+            parts.append(key)
+        elif op == "DoesNotExist":
+            parts.append(f"!{key}")
+    return ",".join(parts)
+
+
+class ClusterApi:
+    """Typed verbs over `KubeClient`, in plain JSON."""
+
+    def __init__(self, kube: KubeClient | None = None) -> None:
+        self.kube = kube or KubeClient()
+
+    # -- DataMigrations (get/list/patch datamigrations, patch datamigrations/status) ----------
+    def get_migration(self, namespace: str, name: str) -> JSON | None:
+        try:
+            return self.kube.get(migration_path(namespace, name))
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def list_migrations(self, namespace: str | None = None) -> list[JSON]:
+        if namespace:
+            return self.kube.list_items(migration_path(namespace))
+        return self.kube.list_items("/apis/datamigration.dev/v1alpha1/datamigrations")
+
+    def patch_migration(self, namespace: str, name: str, patch: JSON) -> JSON:
+        return self.kube.merge_patch(migration_path(namespace, name), patch)
+
+    def patch_migration_status(self, namespace: str, name: str, status: JSON) -> JSON:
+        return self.kube.merge_patch(migration_path(namespace, name, "status"), {"status": status})
+
+    # -- Jobs (create/list/delete jobs; list pods for their exit codes) ----------------------
+    def list_jobs(self, namespace: str, selector: str) -> list[JSON]:
+        return self.kube.list_items(
+            f"/apis/batch/v1/namespaces/{namespace}/jobs", labelSelector=selector
+        )
+
+    def create_job(self, manifest: JSON) -> JSON:
+        namespace = manifest["metadata"]["namespace"]
+        path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+        try:
+            return self.kube.create(path, manifest)
+        except KubeError as exc:
+            if exc.conflict:  # created before a crash or by a concurrent reconcile: adopt it
+                return self.kube.get(f"{path}/{manifest['metadata']['name']}")
+            raise
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.kube.delete(f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+
+    def list_pods(self, namespace: str, selector: str) -> list[JSON]:
+        return self.kube.list_items(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)
+
+    # -- Workload (get/patch deployments, list replicasets) -----------------------------------
+    def get_deployment(self, namespace: str, name: str) -> JSON | None:
+        try:
+            return self.kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def list_replicasets(self, namespace: str, selector: str) -> list[JSON]:
+        return self.kube.list_items(
+            f"/apis/apps/v1/namespaces/{namespace}/replicasets", labelSelector=selector
+        )
+
+    def set_container_image(self, namespace: str, name: str, container: str, image: str) -> None:
+        """Roll the new code out: the same change as `kubectl set image`."""
+        patch = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
+        self.kube.request(
+            "PATCH",
+            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
+            body=patch,
+            content_type="application/strategic-merge-patch+json",
+        )
+
+    # -- Secrets (get secrets, metadata only: the values never reach the operator) -----------
+    def secret_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self.kube.request(
+                "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", accept=METADATA_ONLY
+            )
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+    # -- Runner identity (create serviceaccounts, rolebindings; bind the runner ClusterRole) --
+    def ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None:
+        """The runner's ServiceAccount and its binding to the ClusterRole that lets it report
+        progress (get, patch datamigrations/status) in this namespace only."""
+        labels = {"app.kubernetes.io/managed-by": COMPONENT}
+        objects = [
+            (
+                f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                {"apiVersion": "v1", "kind": "ServiceAccount",
+                 "metadata": {"name": account, "labels": labels}},
+            ),
+            (
+                f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": account, "labels": labels},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                "name": cluster_role},
+                    "subjects": [{"kind": "ServiceAccount", "name": account,
+                                  "namespace": namespace}],
+                },
+            ),
+        ]
+        for path, body in objects:
+            try:
+                self.kube.create(path, body)
+            except KubeError as exc:
+                if not exc.conflict:
+                    raise
+
+    # -- Events (create events) ---------------------------------------------------------------
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        meta = involved.get("metadata", {})
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion"),
+                "kind": involved.get("kind"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": os.environ.get("POD_NAME") or socket.gethostname(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.kube.create(f"/api/v1/namespaces/{meta.get('namespace')}/events", body)
+
+    def list_events(self, namespace: str, name: str) -> list[JSON]:
+        return self.kube.list_items(
+            f"/api/v1/namespaces/{namespace}/events",
+            fieldSelector=f"involvedObject.name={name},involvedObject.kind=DataMigration",
+        )

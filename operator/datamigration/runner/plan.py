@@ -1,0 +1,136 @@
+"""Reading the runner's input: which migration, which phase, which steps, where to report.
+
+Why a module: the plan comes from the operator (env `DATAMIGRATION_PLAN`, JSON) or from a person
+(`--plan FILE`, JSON or YAML). Both go through `parse_plan`, which validates everything before the
+runner touches the database, so a bad plan is exit 2 with a message naming the field, and never a
+half-run phase.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from datamigration.core.errors import SpecError
+from datamigration.core.steps import STEP_PHASES, CommandStep, Step, parse_steps
+from datamigration.runner.errors import InvalidInput
+
+PLAN_ENV = "DATAMIGRATION_PLAN"
+KNOWN_FIELDS = frozenset({"migration", "phase", "steps", "allowChecksumChange", "report"})
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportTarget:
+    """The DataMigration whose status subresource receives progress."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One phase of one migration, validated."""
+
+    migration: str  # "<namespace>/<name>": the ledger and lock key
+    phase: str
+    steps: tuple[Step, ...]
+    allow_checksum_change: bool = False
+    report: ReportTarget | None = None
+
+
+def read_plan(plan_file: str | None, environ: Mapping[str, str]) -> Plan:
+    """The plan from `--plan FILE` if given, else from `$DATAMIGRATION_PLAN`."""
+    if plan_file:
+        try:
+            text = Path(plan_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"cannot read the plan file {plan_file}: {exc.strerror}") from None
+        try:
+            document = yaml.safe_load(text)  # YAML is a superset of JSON
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"the plan file {plan_file} is not valid JSON or YAML: {exc}") from None
+    else:
+        text = environ.get(PLAN_ENV, "")
+        if not text.strip():
+            raise InvalidInput(f"no plan: set ${PLAN_ENV} (JSON) or pass --plan FILE")
+        try:
+            document = json.loads(text)
+        except ValueError as exc:
+            raise InvalidInput(f"${PLAN_ENV} is not valid JSON: {exc}") from None
+    return parse_plan(document)
+
+
+def parse_plan(document: object) -> Plan:
+    """Validate a decoded plan document; raises `InvalidInput` naming the field."""
+    try:
+        return _parse(document)
+    except SpecError as exc:
+        raise InvalidInput(f"invalid plan: {exc}") from None
+
+
+def _parse(document: object) -> Plan:
+    if not isinstance(document, Mapping):
+        raise SpecError("plan", "must be a JSON/YAML object")
+    unknown = sorted(str(key) for key in document if key not in KNOWN_FIELDS)
+    if unknown:
+        log.warning("ignoring unknown plan field(s): %s", ", ".join(unknown))
+
+    migration = document.get("migration")
+    namespace, _, name = migration.partition("/") if isinstance(migration, str) else ("", "", "")
+    if not (_is_label(namespace) and _is_subdomain(name)):
+        raise SpecError("plan.migration", 'must be "<namespace>/<name>" of the DataMigration')
+
+    phase = document.get("phase")
+    if phase not in STEP_PHASES:
+        raise SpecError("plan.phase", f"must be one of {', '.join(STEP_PHASES)}")
+    steps = parse_steps(document.get("steps"), "plan.steps")
+    for index, step in enumerate(steps):
+        if isinstance(step, CommandStep):
+            raise SpecError(
+                f"plan.steps[{index}].command",
+                f'step "{step.name}" is a command step: the operator runs it as its own Job, '
+                "the runner does not execute containers",
+            )
+
+    allow = document.get("allowChecksumChange", False)
+    if not isinstance(allow, bool):
+        raise SpecError("plan.allowChecksumChange", "must be true or false")
+
+    report = document.get("report")
+    target = None
+    if report is not None:
+        if not isinstance(report, Mapping):
+            raise SpecError("plan.report", "must be an object with namespace and name")
+        report_ns, report_name = report.get("namespace"), report.get("name")
+        if not _is_label(report_ns):
+            raise SpecError("plan.report.namespace", "must be a namespace name")
+        if not _is_subdomain(report_name):
+            raise SpecError("plan.report.name", "must be a DataMigration name")
+        target = ReportTarget(namespace=str(report_ns), name=str(report_name))
+
+    return Plan(
+        migration=f"{namespace}/{name}",
+        phase=str(phase),
+        steps=tuple(steps),
+        allow_checksum_change=allow,
+        report=target,
+    )
+
+
+def _is_label(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 63 and bool(_DNS_LABEL.fullmatch(value))
+
+
+def _is_subdomain(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= 253 and bool(_DNS_SUBDOMAIN.fullmatch(value))
