@@ -52,12 +52,14 @@ class Api:
 
     def __init__(self, kubeconfig: Path, *, pool_size: int = 8) -> None:
         configuration = client.Configuration()
-        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig), client_configuration=configuration
+        )
         configuration.connection_pool_maxsize = pool_size
         self.api_client = client.ApiClient(configuration)
 
     def close(self) -> None:
-        self.api_client.close()
+        self.api_client.close()  # type: ignore[no-untyped-call]
 
     def _call(
         self,
@@ -69,19 +71,27 @@ class Api:
         content_type: str = "application/json",
         timeout: float | tuple[float, float] = 30.0,
     ) -> Any:
+        """The raw urllib3 response of a successful call (content not read yet)."""
+        _, url, headers, serialized, _ = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()),
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
         try:
-            return self.api_client.call_api(
-                path,
-                method,
-                query_params=list((query or {}).items()),
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=timeout,
-            )[0]
+            response = self.api_client.call_api(
+                method, url, header_params=headers, body=serialized, _request_timeout=timeout
+            )
         except ApiException as exc:
             raise _error(exc) from None
+        if not 200 <= int(response.status) < 300:
+            raw = response.response.data or b""
+            raise _error(
+                ApiException(status=response.status, reason=response.reason, body=raw.decode())
+            )
+        return response.response
 
     def request(self, method: str, path: str, **kwargs: Any) -> JSON:
         raw = self._call(method, path, **kwargs).data

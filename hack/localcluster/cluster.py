@@ -197,7 +197,10 @@ def _start(state: paths.StatePaths, bin_dir: Path, timeout: float) -> Cluster:
         lay.pki.client_cert(pki.ADMIN),
         lay.pki.client_key(pki.ADMIN),
     )
-    for component, who in (("controller-manager", pki.CONTROLLER_MANAGER), ("scheduler", pki.SCHEDULER)):
+    for component, who in (
+        ("controller-manager", pki.CONTROLLER_MANAGER),
+        ("scheduler", pki.SCHEDULER),
+    ):
         write_cert_kubeconfig(
             lay.kubeconfig_of(component),
             server,
@@ -209,7 +212,9 @@ def _start(state: paths.StatePaths, bin_dir: Path, timeout: float) -> Cluster:
     def remaining() -> float:
         return max(1.0, timeout - (time.monotonic() - began))
 
-    def launch(name: str, argv: list[str], env: dict[str, str] | None = None) -> processes.ProcessRecord:
+    def launch(
+        name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> processes.ProcessRecord:
         return processes.start(
             name,
             argv,
@@ -250,9 +255,7 @@ def _start(state: paths.StatePaths, bin_dir: Path, timeout: float) -> Cluster:
     await_healthy("kube-scheduler", scheduler, lambda: cp.scheduler_healthy(lay))
     await_healthy("kwok", kwok, lambda: cp.kwok_healthy(lay))
     ready_file = state.executor / EXECUTOR_READY_FILE
-    await_healthy(
-        EXECUTOR, executor, lambda: ready_file.read_text().strip() == str(executor.pid)
-    )
+    await_healthy(EXECUTOR, executor, lambda: ready_file.read_text().strip() == str(executor.pid))
 
     api = Api(state.kubeconfig)
     try:

@@ -61,7 +61,9 @@ def expand(text: str, *mappings: Mapping[str, str]) -> str:
 
 def decode_secret_data(data: Mapping[str, str] | None) -> dict[str, str]:
     """Secret `data` values (base64) as strings; undecodable bytes survive as surrogates."""
-    return {k: base64.b64decode(v).decode("utf-8", "surrogateescape") for k, v in (data or {}).items()}
+    return {
+        k: base64.b64decode(v).decode("utf-8", "surrogateescape") for k, v in (data or {}).items()
+    }
 
 
 _KIND_WORDS = {"secret": "Secret", "configmap": "ConfigMap"}

@@ -13,6 +13,7 @@ check that nothing is left; what survives SIGKILL is reported, not ignored.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -57,10 +58,8 @@ def _reap(pid: int) -> None:
         if child.poll() is not None:
             del _children[pid]
         return
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def is_alive(record: ProcessRecord) -> bool:
@@ -76,7 +75,7 @@ def owner_env(state_dir: Path) -> dict[str, str]:
     return {OWNER_ENV: str(state_dir)}
 
 
-def start(
+def spawn(
     name: str,
     argv: Sequence[str],
     *,
@@ -85,8 +84,11 @@ def start(
     state_dir: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
-) -> ProcessRecord:
-    """Start `argv` detached, logging to `log_path`, and record it in `<pid_dir>/<name>.pid`."""
+) -> tuple[ProcessRecord, subprocess.Popen[bytes]]:
+    """Start `argv` in a new session, logging to `log_path`; record it in `<pid_dir>/<name>.pid`.
+
+    Raises OSError (e.g. FileNotFoundError) if the program cannot be started.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pid_dir.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ if env is None else env) | owner_env(state_dir)
@@ -100,10 +102,27 @@ def start(
             cwd=cwd,
             start_new_session=True,
         )
-    _children[proc.pid] = proc
     started = start_time_of(proc.pid)
     record = ProcessRecord(name, proc.pid, started if started is not None else -1)
     (pid_dir / f"{name}.pid").write_text(f"{record.pid} {record.start_time}\n")
+    return record, proc
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    pid_dir: Path,
+    state_dir: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ProcessRecord:
+    """`spawn` a long-running component; this Python process reaps it when it is stopped."""
+    record, proc = spawn(
+        name, argv, log_path=log_path, pid_dir=pid_dir, state_dir=state_dir, env=env, cwd=cwd
+    )
+    _children[proc.pid] = proc
     return record
 
 

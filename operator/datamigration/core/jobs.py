@@ -22,6 +22,7 @@ LABEL_PHASE = "datamigration.dev/phase"
 LABEL_ATTEMPT = "datamigration.dev/attempt"
 
 RUNNER_CONTAINER = "runner"
+VERIFY_CONTAINER = "verify"
 DATABASE_URL_ENV = "DATABASE_URL"
 PLAN_ENV = "DATAMIGRATION_PLAN"
 RUNNER_UID = 65532  # the distroless "nonroot" user; the image runs as it too
@@ -85,11 +86,14 @@ def job_labels(owner: Owner, phase: str, attempt: int) -> dict[str, str]:
 
 
 def runner_plan(owner: Owner, spec: MigrationSpec, phase: str) -> dict[str, Any]:
-    """The runner's input: what to run, and where to report progress."""
+    """The runner's input: the phase's runner steps, and where to report progress.
+
+    `command` steps are not the runner's: they run as the Job's main container.
+    """
     return {
         "migration": f"{owner.namespace}/{owner.name}",
         "phase": phase,
-        "steps": [dict(step) for step in spec.job_steps(phase).raw],
+        "steps": [dict(step) for step in spec.job_steps(phase).raw if "command" not in step],
         "allowChecksumChange": spec.runner.allow_checksum_change,
         "report": {"namespace": owner.namespace, "name": owner.name},
     }
@@ -115,19 +119,22 @@ def build_job(
             "secretKeyRef": {"name": spec.database.name, "key": spec.database.key}
         },
     }
-    command = spec.job_steps(phase).command_step
+    steps = spec.job_steps(phase)
+    runner = {
+        "name": RUNNER_CONTAINER,
+        "image": spec.runner.image or settings.runner_image,
+        "command": ["datamigration-runner"],
+        "args": ["run", "--lock-timeout", str(spec.runner.lock_timeout_seconds)],
+        "env": [
+            database_url,
+            {"name": PLAN_ENV, "value": json.dumps(runner_plan(owner, spec, phase))},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+    }
+    init_containers: list[dict[str, Any]] = []
+    command = steps.command_step
     if command is None:
-        container: dict[str, Any] = {
-            "name": RUNNER_CONTAINER,
-            "image": spec.runner.image or settings.runner_image,
-            "command": ["datamigration-runner"],
-            "args": ["run", "--lock-timeout", str(spec.runner.lock_timeout_seconds)],
-            "env": [
-                database_url,
-                {"name": PLAN_ENV, "value": json.dumps(runner_plan(owner, spec, phase))},
-                {"name": "PYTHONUNBUFFERED", "value": "1"},
-            ],
-        }
+        container: dict[str, Any] = runner
     else:
         container = {
             "name": RUNNER_CONTAINER,
@@ -141,14 +148,17 @@ def build_job(
                 *({"name": e["name"], "value": e["value"]} for e in command.get("env", [])),
             ],
         }
-    container.update(
-        {
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-            "securityContext": dict(_CONTAINER_SECURITY),
-            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
-        }
-    )
+        if len(steps.raw) > 1:  # contract's verify queries gate the team's own tool
+            init_containers.append({**runner, "name": VERIFY_CONTAINER})
+    for c in (container, *init_containers):
+        c.update(
+            {
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "securityContext": dict(_CONTAINER_SECURITY),
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+            }
+        )
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": spec.runner.service_account_name or settings.runner_service_account,
@@ -159,6 +169,7 @@ def build_job(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
+        **({"initContainers": init_containers} if init_containers else {}),
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
     }
     job_spec: dict[str, Any] = {
@@ -201,9 +212,17 @@ def _true_condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | N
 
 
 def _terminated(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    for cs in pod.get("status", {}).get("containerStatuses", []) or []:
+    """The state of the container that ended the pod: a failed init container (verify) first,
+    else the main container."""
+    status = pod.get("status", {})
+    for cs in status.get("initContainerStatuses", []) or []:
+        state = cs.get("state", {}).get("terminated")
+        if state and int(state.get("exitCode", 0)) != 0:
+            found: Mapping[str, Any] = state
+            return found
+    for cs in status.get("containerStatuses", []) or []:
         if cs.get("name") == RUNNER_CONTAINER and cs.get("state", {}).get("terminated"):
-            found: Mapping[str, Any] = cs["state"]["terminated"]
+            found = cs["state"]["terminated"]
             return found
     return None
 
