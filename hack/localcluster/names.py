@@ -20,6 +20,7 @@ HONOR_GRACE_PERIOD_ANNOTATION = "localcluster.datamigration.dev/honor-grace-peri
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_VALUE = "fake"
 NODE_NAMES = ("kwok-node-0", "kwok-node-1", "kwok-node-2")
+NODE_IP_PREFIX = "172.31.0."  # node i has InternalIP 172.31.0.(10+i): distinct, never routed
 
 HOST = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/16"

@@ -14,8 +14,13 @@ from localcluster import names
 from localcluster.api import Api, ApiError
 
 
-def node_manifest(name: str) -> dict[str, Any]:
+def node_manifest(index: int) -> dict[str, Any]:
+    name = names.NODE_NAMES[index]
     resources = {"cpu": "32", "memory": "256Gi", "pods": "110"}
+    addresses = [
+        {"type": "InternalIP", "address": f"{names.NODE_IP_PREFIX}{10 + index}"},
+        {"type": "Hostname", "address": name},
+    ]
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -32,14 +37,14 @@ def node_manifest(name: str) -> dict[str, Any]:
                 "type": "kwok",
             },
         },
-        "status": {"allocatable": resources, "capacity": resources},
+        "status": {"allocatable": resources, "capacity": resources, "addresses": addresses},
     }
 
 
 def create_nodes(api: Api) -> None:
-    for name in names.NODE_NAMES:
+    for index in range(len(names.NODE_NAMES)):
         try:
-            api.create("/api/v1/nodes", node_manifest(name))
+            api.create("/api/v1/nodes", node_manifest(index))
         except ApiError as exc:
             if exc.status != 409:
                 raise

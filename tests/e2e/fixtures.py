@@ -28,10 +28,18 @@ def kube(cluster: Any) -> Kube:
         k.apply(doc)
     k.apply(runner_cluster_role())
     eventually(
-        lambda: k.client.get("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                             "datamigrations.datamigration.dev")
-        .get("status", {}).get("acceptedNames", {}).get("kind") == "DataMigration",
-        timeout=30, what="the CRD to be established",
+        lambda: (
+            k.client.get(
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
+                "datamigrations.datamigration.dev"
+            )
+            .get("status", {})
+            .get("acceptedNames", {})
+            .get("kind")
+            == "DataMigration"
+        ),
+        timeout=30,
+        what="the CRD to be established",
     )
     return k
 
@@ -43,10 +51,12 @@ def runner_cluster_role() -> dict[str, Any]:
         "kind": "ClusterRole",
         "metadata": {"name": "datamigration-runner"},
         "rules": [
-            {"apiGroups": ["datamigration.dev"], "resources": ["datamigrations"],
-             "verbs": ["get"]},
-            {"apiGroups": ["datamigration.dev"], "resources": ["datamigrations/status"],
-             "verbs": ["get", "patch"]},
+            {"apiGroups": ["datamigration.dev"], "resources": ["datamigrations"], "verbs": ["get"]},
+            {
+                "apiGroups": ["datamigration.dev"],
+                "resources": ["datamigrations/status"],
+                "verbs": ["get", "patch"],
+            },
         ],
     }
 
@@ -59,7 +69,8 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     kube.create_namespace(name)
     eventually(
         lambda: kube.client.get(f"/api/v1/namespaces/{name}/serviceaccounts/default"),
-        timeout=30, what="the default ServiceAccount",
+        timeout=30,
+        what="the default ServiceAccount",
     )
     yield name
     kube.delete_namespace(name)
@@ -100,14 +111,21 @@ class Shop:
         with self.engine.connect() as c:
             return {
                 r[0]
-                for r in c.execute(sa.text(
-                    "SELECT column_name FROM information_schema.columns WHERE table_name='users'"
-                ))
+                for r in c.execute(
+                    sa.text(
+                        "SELECT column_name FROM information_schema.columns WHERE table_name='users'"
+                    )
+                )
             }
 
 
-def shop_deployment(namespace: str, image: str = "registry.example/shop-api:1.0",
-                    *, replicas: int = 3, progress_deadline: int = 600) -> dict[str, Any]:
+def shop_deployment(
+    namespace: str,
+    image: str = "registry.example/shop-api:1.0",
+    *,
+    replicas: int = 3,
+    progress_deadline: int = 600,
+) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -124,32 +142,50 @@ def shop_deployment(namespace: str, image: str = "registry.example/shop-api:1.0"
     }
 
 
-def setup_shop(kube: Kube, namespace: str, pg_url: str, *, rows: int = 500,
-               progress_deadline: int = 600) -> Shop:
+def setup_shop(
+    kube: Kube, namespace: str, pg_url: str, *, rows: int = 500, progress_deadline: int = 600
+) -> Shop:
     engine = sa.create_engine(pg_url)
     with engine.begin() as c:
         c.execute(sa.text("CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL)"))
-        c.execute(sa.text(
-            "INSERT INTO users (email) SELECT 'user' || i || '@example.com' "
-            "FROM generate_series(1, :n) AS i"
-        ), {"n": rows})
-    kube.apply({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "shop-db", "namespace": namespace},
-        "stringData": {"url": pg_url.replace("postgresql+psycopg://", "postgresql://", 1)},
-    })
+        c.execute(
+            sa.text(
+                "INSERT INTO users (email) SELECT 'user' || i || '@example.com' "
+                "FROM generate_series(1, :n) AS i"
+            ),
+            {"n": rows},
+        )
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "shop-db", "namespace": namespace},
+            "stringData": {"url": pg_url.replace("postgresql+psycopg://", "postgresql://", 1)},
+        }
+    )
     kube.apply(shop_deployment(namespace, progress_deadline=progress_deadline))
     eventually(
-        lambda: kube.client.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/shop-api")
-        .get("status", {}).get("availableReplicas") == 3,
-        timeout=60, what="shop-api v1 to be available",
+        lambda: (
+            kube.client.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/shop-api")
+            .get("status", {})
+            .get("availableReplicas")
+            == 3
+        ),
+        timeout=60,
+        what="shop-api v1 to be available",
     )
     return Shop(namespace=namespace, db_url=pg_url, engine=engine, rows=rows)
 
 
-def rename_migration(namespace: str, *, approval: str = "Automatic", mode: str = "Apply",
-                     batch_size: int = 100, pause_ms: int = 0,
-                     image: str | None = "registry.example/shop-api:2.0") -> dict[str, Any]:
+def rename_migration(
+    namespace: str,
+    *,
+    approval: str = "Automatic",
+    mode: str = "Apply",
+    batch_size: int = 100,
+    pause_ms: int = 0,
+    image: str | None = "registry.example/shop-api:2.0",
+) -> dict[str, Any]:
     """Rename users.email to users.email_address, in four phases."""
     workload: dict[str, Any] = {"kind": "Deployment", "name": "shop-api", "container": "api"}
     if image:
@@ -161,17 +197,39 @@ def rename_migration(namespace: str, *, approval: str = "Automatic", mode: str =
         "spec": {
             "database": {"urlFrom": {"secretKeyRef": {"name": "shop-db", "key": "url"}}},
             "workload": workload,
-            "expand": {"steps": [{"name": "add-email-address",
-                                  "sql": "ALTER TABLE users ADD COLUMN email_address text"}]},
-            "backfill": {"steps": [{"name": "copy-email", "backfill": {
-                "table": "users", "key": "id", "set": {"email_address": "email"},
-                "where": "email_address IS NULL", "batchSize": batch_size,
-                "pauseMilliseconds": pause_ms}}]},
+            "expand": {
+                "steps": [
+                    {
+                        "name": "add-email-address",
+                        "sql": "ALTER TABLE users ADD COLUMN email_address text",
+                    }
+                ]
+            },
+            "backfill": {
+                "steps": [
+                    {
+                        "name": "copy-email",
+                        "backfill": {
+                            "table": "users",
+                            "key": "id",
+                            "set": {"email_address": "email"},
+                            "where": "email_address IS NULL",
+                            "batchSize": batch_size,
+                            "pauseMilliseconds": pause_ms,
+                        },
+                    }
+                ]
+            },
             "codeRollout": {"mode": mode, "timeoutSeconds": 300},
             "contract": {
                 "approval": approval,
-                "verify": [{"name": "all-copied", "expect": 0, "query":
-                            "SELECT count(*) FROM users WHERE email_address IS DISTINCT FROM email"}],
+                "verify": [
+                    {
+                        "name": "all-copied",
+                        "expect": 0,
+                        "query": "SELECT count(*) FROM users WHERE email_address IS DISTINCT FROM email",
+                    }
+                ],
                 "steps": [{"name": "drop-email", "sql": "ALTER TABLE users DROP COLUMN email"}],
             },
         },

@@ -6,13 +6,7 @@ until a deadline), never on a fixed sleep.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,7 +16,9 @@ from kubernetes import config as kube_config
 
 from datamigration.k8s.client import KubeClient, KubeError, migration_path
 from datamigration.k8s.cluster import ClusterApi
+from localcluster.operatorproc import OperatorProcess
 
+__all__ = ["OperatorProcess"]
 REPO = Path(__file__).resolve().parents[2]
 CRD = REPO / "crds" / "datamigrations.datamigration.dev.yaml"
 T = TypeVar("T")
@@ -81,7 +77,9 @@ class Kube:
         return self.client.list_items(f"/apis/batch/v1/namespaces/{namespace}/jobs")
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return self.client.list_items(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)
+        return self.client.list_items(
+            f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector
+        )
 
     def events(self, namespace: str, name: str) -> list[str]:
         return [e.get("reason", "") for e in self.api.list_events(namespace, name)]
@@ -93,11 +91,17 @@ def resource_path(manifest: dict[str, Any]) -> str:
     meta = manifest["metadata"]
     ns, name = meta.get("namespace"), meta["name"]
     plural = {
-        "Namespace": "namespaces", "Secret": "secrets", "Deployment": "deployments",
-        "DataMigration": "datamigrations", "ClusterRole": "clusterroles",
-        "CustomResourceDefinition": "customresourcedefinitions", "ServiceAccount":
-        "serviceaccounts", "ClusterRoleBinding": "clusterrolebindings", "Role": "roles",
-        "RoleBinding": "rolebindings", "ConfigMap": "configmaps",
+        "Namespace": "namespaces",
+        "Secret": "secrets",
+        "Deployment": "deployments",
+        "DataMigration": "datamigrations",
+        "ClusterRole": "clusterroles",
+        "CustomResourceDefinition": "customresourcedefinitions",
+        "ServiceAccount": "serviceaccounts",
+        "ClusterRoleBinding": "clusterrolebindings",
+        "Role": "roles",
+        "RoleBinding": "rolebindings",
+        "ConfigMap": "configmaps",
     }[kind]
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     return f"{base}/namespaces/{ns}/{plural}/{name}" if ns else f"{base}/{plural}/{name}"
@@ -105,63 +109,3 @@ def resource_path(manifest: dict[str, Any]) -> str:
 
 def load_documents(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class OperatorProcess:
-    """`datamigration-operator` as a real process, as a user (or the chart's Deployment) runs it."""
-
-    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.kubeconfig, self.log_path, self.extra_env = kubeconfig, log_path, env or {}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        port = free_port()
-        env = {
-            **os.environ,
-            "KUBECONFIG": str(self.kubeconfig),
-            "DATAMIGRATION_JOB_POD_LABELS": "datamigration.dev/executor=local",
-            "DATAMIGRATION_RUNNER_IMAGE": "datamigration-operator:dev",
-            **self.extra_env,
-        }
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "datamigration-operator"), "--verbose",
-             f"--liveness=http://127.0.0.1:{port}/healthz"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        log.close()
-
-        def healthy() -> bool:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"operator exited; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        eventually(healthy, timeout=60, what="the operator's liveness endpoint")
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no cleanup, no goodbye, as a node failure or OOM kill would do."""
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from fixtures import kube, namespace, operator  # noqa: F401  (pytest fixtures)
 from support import REPO, Kube, OperatorProcess, eventually, load_documents
 
 from datamigration.k8s.client import migration_path
@@ -32,14 +31,20 @@ def in_namespace(doc: dict[str, Any], ns: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example(example: Path, kube: Kube, namespace: str, operator: OperatorProcess,
-                 pg_url: str) -> None:
+def test_example(
+    example: Path, kube: Kube, namespace: str, operator: OperatorProcess, pg_url: str
+) -> None:
     engine = sa.create_engine(pg_url)
     with engine.begin() as c:
         c.exec_driver_sql((example / "setup.sql").read_text())
-    kube.apply({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "shop-db", "namespace": namespace},
-                "stringData": {"url": libpq_url(pg_url)}})
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "shop-db", "namespace": namespace},
+            "stringData": {"url": libpq_url(pg_url)},
+        }
+    )
     for doc in load_documents(REPO / "examples" / "app" / "shop-api.yaml"):
         kube.apply(in_namespace(doc, namespace))
     (migration,) = load_documents(example / "datamigration.yaml")
@@ -54,8 +59,9 @@ def test_example(example: Path, kube: Kube, namespace: str, operator: OperatorPr
 
     if migration["spec"].get("contract", {}).get("approval") == "Manual":
         eventually(lambda: phase() == "AwaitingApproval", timeout=180, what="AwaitingApproval")
-        kube.client.merge_patch(migration_path(namespace, name),
-                                {"spec": {"contract": {"approved": True}}})
+        kube.client.merge_patch(
+            migration_path(namespace, name), {"spec": {"contract": {"approved": True}}}
+        )
     eventually(lambda: phase() == "Succeeded", timeout=240, what=f"{name} Succeeded")
     with engine.connect() as c:
         assert c.exec_driver_sql((example / "check.sql").read_text()).scalar() is True

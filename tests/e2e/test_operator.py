@@ -11,16 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from fixtures import (  # noqa: F401  (pytest fixtures are used by name)
-    Shop,
-    condition,
-    kube,
-    namespace,
-    operator,
-    phase_of,
-    rename_migration,
-    setup_shop,
-)
+from fixtures import Shop, condition, rename_migration, setup_shop
 from support import Kube, OperatorProcess, eventually
 
 from datamigration.k8s.client import KubeError
@@ -30,8 +21,11 @@ DEPLOY = "/apis/apps/v1/namespaces/{ns}/deployments/shop-api"
 
 
 def contract_jobs(kube: Kube, ns: str) -> list[dict[str, Any]]:
-    return [j for j in kube.jobs(ns)
-            if j["metadata"]["labels"].get("datamigration.dev/phase") == "contract"]
+    return [
+        j
+        for j in kube.jobs(ns)
+        if j["metadata"]["labels"].get("datamigration.dev/phase") == "contract"
+    ]
 
 
 def wait_phase(kube: Kube, ns: str, phase: str, timeout: float = 180) -> dict[str, Any]:
@@ -48,8 +42,9 @@ def wait_phase(kube: Kube, ns: str, phase: str, timeout: float = 180) -> dict[st
 def assert_renamed(shop: Shop, before: dict[int, str]) -> None:
     assert "email" not in shop.columns() and "email_address" in shop.columns()
     with shop.engine.connect() as c:
-        after = {r.id: r.email_address for r in c.execute(sa.text(
-            "SELECT id, email_address FROM users"))}
+        after = {
+            r.id: r.email_address for r in c.execute(sa.text("SELECT id, email_address FROM users"))
+        }
     assert after == before
 
 
@@ -64,7 +59,8 @@ def test_rename_column_goes_through_all_four_phases(
     assert_renamed(shop, before)
     phases = done["status"]["phases"]
     assert [phases[p]["state"] for p in ("expand", "backfill", "codeRollout", "contract")] == [
-        "Succeeded"] * 4
+        "Succeeded"
+    ] * 4
     assert condition(done, "Ready")["status"] == "True"
     assert condition(done, "RolloutVerified")["status"] == "True"
     pods = kube.pods(namespace, "app=shop-api")
@@ -100,16 +96,28 @@ def test_rollout_that_never_becomes_ready_stops_before_contract(
     shop = setup_shop(kube, namespace, pg_url, progress_deadline=10)
     kube.apply(rename_migration(namespace, mode="Observe"))
     ready = eventually(
-        lambda: condition(kube.migration(namespace, "rename-email"), "ReadyForRollout")
-        .get("status") == "True",
-        timeout=120, what="ReadyForRollout",
+        lambda: (
+            condition(kube.migration(namespace, "rename-email"), "ReadyForRollout").get("status")
+            == "True"
+        ),
+        timeout=120,
+        what="ReadyForRollout",
     )
     assert ready
     # GitOps ships the new code, whose pods never become ready.
-    kube.client.merge_patch(DEPLOY.format(ns=namespace), {"spec": {"template": {
-        "metadata": {"labels": {"localcluster.datamigration.dev/never-ready": "true"}},
-        "spec": {"containers": [{"name": "api", "image": "registry.example/shop-api:2.0"}]},
-    }}})
+    kube.client.merge_patch(
+        DEPLOY.format(ns=namespace),
+        {
+            "spec": {
+                "template": {
+                    "metadata": {"labels": {"localcluster.datamigration.dev/never-ready": "true"}},
+                    "spec": {
+                        "containers": [{"name": "api", "image": "registry.example/shop-api:2.0"}]
+                    },
+                }
+            }
+        },
+    )
     failed = wait_phase(kube, namespace, "Failed", timeout=120)
     assert condition(failed, "Stalled")["reason"] == "RolloutFailed"
     assert "progress deadline" in failed["status"]["message"]
@@ -134,7 +142,8 @@ def test_lingering_old_pod_blocks_contract_until_gone(
         st = deploy.get("status", {})
         rollout_done = (
             deploy["spec"]["template"]["spec"]["containers"][0]["image"].endswith(":2.0")
-            and st.get("updatedReplicas") == 3 and st.get("availableReplicas") == 3
+            and st.get("updatedReplicas") == 3
+            and st.get("availableReplicas") == 3
             and st.get("replicas") == 3
             and st.get("observedGeneration") == deploy["metadata"]["generation"]
         )
@@ -144,8 +153,11 @@ def test_lingering_old_pod_blocks_contract_until_gone(
             return obj
         return None
 
-    obj = eventually(blocked_by_the_old_pod, timeout=180,
-                     what="rollout complete per kubectl with the old pod still terminating")
+    obj = eventually(
+        blocked_by_the_old_pod,
+        timeout=180,
+        what="rollout complete per kubectl with the old pod still terminating",
+    )
     assert obj["status"]["phase"] == "RollingOut"
     assert old_pod in obj["status"]["message"]
     assert contract_jobs(kube, namespace) == []
@@ -168,8 +180,9 @@ def test_invalid_resources_run_nothing(
 
     # Accepted by the schema, refused by the operator: a destructive expand.
     unsafe = rename_migration(namespace)
-    unsafe["spec"]["expand"]["steps"] = [{"name": "drop-too-early",
-                                          "sql": "ALTER TABLE users DROP COLUMN email"}]
+    unsafe["spec"]["expand"]["steps"] = [
+        {"name": "drop-too-early", "sql": "ALTER TABLE users DROP COLUMN email"}
+    ]
     kube.apply(unsafe)
     invalid = wait_phase(kube, namespace, "Invalid", timeout=60)
     assert condition(invalid, "Stalled")["reason"] == "InvalidSpec"
@@ -184,9 +197,12 @@ def test_invalid_resources_run_nothing(
     missing["spec"]["workload"]["name"] = "no-such-app"
     kube.apply(missing)
     stalled = eventually(
-        lambda: condition(kube.migration(namespace, "wrong-workload"), "Stalled").get("reason")
-        == "WorkloadNotFound",
-        timeout=60, what="WorkloadNotFound",
+        lambda: (
+            condition(kube.migration(namespace, "wrong-workload"), "Stalled").get("reason")
+            == "WorkloadNotFound"
+        ),
+        timeout=60,
+        what="WorkloadNotFound",
     )
     assert stalled and kube.jobs(namespace) == []
 
@@ -212,12 +228,13 @@ def test_operator_killed_during_backfill_finishes_correctly(
     jobs = kube.jobs(namespace)
     per_phase = sorted(j["metadata"]["labels"]["datamigration.dev/phase"] for j in jobs)
     assert per_phase == ["backfill", "contract", "expand"], "no duplicate Job"
-    assert all(done["status"]["phases"][p]["attempts"] == 1
-               for p in ("expand", "backfill", "contract"))
+    assert all(
+        done["status"]["phases"][p]["attempts"] == 1 for p in ("expand", "backfill", "contract")
+    )
     with shop.engine.connect() as c:
-        ledger = c.execute(sa.text(
-            "SELECT phase, step, state FROM datamigration_ledger ORDER BY phase, step"
-        )).all()
+        ledger = c.execute(
+            sa.text("SELECT phase, step, state FROM datamigration_ledger ORDER BY phase, step")
+        ).all()
     assert [tuple(r) for r in ledger if r.phase != "contract" or r.step == "drop-email"] == [
         ("backfill", "copy-email", "applied"),
         ("contract", "drop-email", "applied"),

@@ -16,17 +16,33 @@ def spec(**overrides: Any) -> dict[str, Any]:
     """A valid rename-column spec; `overrides` replace top-level keys."""
     base: dict[str, Any] = {
         "database": {"urlFrom": {"secretKeyRef": {"name": "shop-db", "key": "url"}}},
-        "workload": {"kind": "Deployment", "name": "shop-api", "container": "api",
-                     "image": "shop-api:2.0"},
-        "expand": {"steps": [{"name": "add-col",
-                              "sql": "ALTER TABLE users ADD COLUMN email_address text"}]},
-        "backfill": {"steps": [{"name": "copy", "backfill": {
-            "table": "users", "key": "id", "set": {"email_address": "email"}}}]},
+        "workload": {
+            "kind": "Deployment",
+            "name": "shop-api",
+            "container": "api",
+            "image": "shop-api:2.0",
+        },
+        "expand": {
+            "steps": [{"name": "add-col", "sql": "ALTER TABLE users ADD COLUMN email_address text"}]
+        },
+        "backfill": {
+            "steps": [
+                {
+                    "name": "copy",
+                    "backfill": {"table": "users", "key": "id", "set": {"email_address": "email"}},
+                }
+            ]
+        },
         "codeRollout": {"mode": "Apply", "timeoutSeconds": 600},
         "contract": {
             "approval": "Automatic",
-            "verify": [{"name": "copied", "expect": 0, "query":
-                        "SELECT count(*) FROM users WHERE email_address IS DISTINCT FROM email"}],
+            "verify": [
+                {
+                    "name": "copied",
+                    "expect": 0,
+                    "query": "SELECT count(*) FROM users WHERE email_address IS DISTINCT FROM email",
+                }
+            ],
             "steps": [{"name": "drop-old", "sql": "ALTER TABLE users DROP COLUMN email"}],
         },
     }
@@ -48,8 +64,10 @@ def replicaset(hash_: str, revision: int, replicas: int, image: str) -> dict[str
             "annotations": {"deployment.kubernetes.io/revision": str(revision)},
             "ownerReferences": [{"kind": "Deployment", "name": "shop-api", "uid": DEPLOY_UID}],
         },
-        "spec": {"replicas": replicas,
-                 "template": {"spec": {"containers": [{"name": "api", "image": image}]}}},
+        "spec": {
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "api", "image": image}]}},
+        },
     }
 
 
@@ -78,18 +96,32 @@ class Cluster:
 
     def _settled(self) -> dict[str, Any]:
         n = self.replicas
-        return {"observedGeneration": 1, "replicas": n, "updatedReplicas": n,
-                "availableReplicas": n, "readyReplicas": n,
-                "conditions": [{"type": "Progressing", "status": "True",
-                                "reason": "NewReplicaSetAvailable"}]}
+        return {
+            "observedGeneration": 1,
+            "replicas": n,
+            "updatedReplicas": n,
+            "availableReplicas": n,
+            "readyReplicas": n,
+            "conditions": [
+                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+            ],
+        }
 
     def deployment(self) -> dict[str, Any]:
         return {
-            "metadata": {"name": "shop-api", "uid": DEPLOY_UID, "generation": self.generation,
-                         "annotations": {"deployment.kubernetes.io/revision": str(self.revision)}},
-            "spec": {"replicas": self.replicas, "selector": {"matchLabels": {"app": "shop"}},
-                     "template": {"spec": {"containers": [
-                         {"name": "api", "image": self.template_image}]}}},
+            "metadata": {
+                "name": "shop-api",
+                "uid": DEPLOY_UID,
+                "generation": self.generation,
+                "annotations": {"deployment.kubernetes.io/revision": str(self.revision)},
+            },
+            "spec": {
+                "replicas": self.replicas,
+                "selector": {"matchLabels": {"app": "shop"}},
+                "template": {
+                    "spec": {"containers": [{"name": "api", "image": self.template_image}]}
+                },
+            },
             "status": copy.deepcopy(self.status),
         }
 
@@ -100,20 +132,26 @@ class Cluster:
         self.template_image = image
         self.status = self._settled()
         self.status["observedGeneration"] = self.generation
-        self.rs = [replicaset("aaa", 1, old_rs_scaled, "shop-api:1.0"),
-                   replicaset("bbb", self.revision, self.replicas, image)]
+        self.rs = [
+            replicaset("aaa", 1, old_rs_scaled, "shop-api:1.0"),
+            replicaset("bbb", self.revision, self.replicas, image),
+        ]
         self.pods = [pod("bbb", image, i) for i in range(self.replicas)]
         self.pods += [pod("aaa", "shop-api:1.0", i, terminating=True) for i in range(lingering)]
         return self
 
     def rolling(self, image: str, updated: int, available: int) -> Cluster:
         self.rolled_out(image)
-        self.status.update(updatedReplicas=updated, availableReplicas=available,
-                           replicas=self.replicas + (self.replicas - updated))
+        self.status.update(
+            updatedReplicas=updated,
+            availableReplicas=available,
+            replicas=self.replicas + (self.replicas - updated),
+        )
         return self
 
     def deadline_exceeded(self, image: str) -> Cluster:
         self.rolling(image, updated=1, available=0)
-        self.status["conditions"] = [{"type": "Progressing", "status": "False",
-                                      "reason": "ProgressDeadlineExceeded"}]
+        self.status["conditions"] = [
+            {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+        ]
         return self

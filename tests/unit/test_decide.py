@@ -31,18 +31,26 @@ from datamigration.core.spec import parse_spec
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
 
-def observed(cluster: Cluster | None, *jobs: JobObservation, secret: bool = True,
-             retry: str = "") -> Observed:
+def observed(
+    cluster: Cluster | None, *jobs: JobObservation, secret: bool = True, retry: str = ""
+) -> Observed:
     workload = None if cluster is None else Workload(cluster.deployment(), cluster.rs, cluster.pods)
-    return Observed(generation=1, secret_exists=secret, workload=workload, jobs=jobs,
-                    retry_token=retry)
+    return Observed(
+        generation=1, secret_exists=secret, workload=workload, jobs=jobs, retry_token=retry
+    )
 
 
 def job(phase: str, attempt: int, outcome: str, exit_code: int | None = None) -> JobObservation:
-    return JobObservation(name=f"m-{phase}-{attempt}-abcde", phase=phase, attempt=attempt,
-                          outcome=outcome, exit_code=exit_code,  # type: ignore[arg-type]
-                          message="Job failed: BackoffLimitExceeded; exit code 7: boom"
-                          if outcome == "Failed" else "")
+    return JobObservation(
+        name=f"m-{phase}-{attempt}-abcde",
+        phase=phase,
+        attempt=attempt,
+        outcome=outcome,
+        exit_code=exit_code,  # type: ignore[arg-type]
+        message="Job failed: BackoffLimitExceeded; exit code 7: boom"
+        if outcome == "Failed"
+        else "",
+    )
 
 
 def creates(d: Decision) -> list[tuple[str, int]]:
@@ -57,8 +65,12 @@ def cond(d: Decision, type_: str) -> dict[str, Any]:
     return next(c for c in d.status["conditions"] if c["type"] == type_)
 
 
-def run(raw: dict[str, Any] | None = None, status: dict[str, Any] | None = None,
-        obs: Observed | None = None, now: datetime = NOW) -> Decision:
+def run(
+    raw: dict[str, Any] | None = None,
+    status: dict[str, Any] | None = None,
+    obs: Observed | None = None,
+    now: datetime = NOW,
+) -> Decision:
     return decide(parse_spec(raw or spec()), status or {}, obs or observed(Cluster()), now)
 
 
@@ -66,8 +78,10 @@ def through_backfill() -> dict[str, Any]:
     """Status after expand and backfill succeeded (code-rollout not started)."""
     s = run().status
     s = run(status=s, obs=observed(Cluster(), job("expand", 1, "Succeeded"))).status
-    return run(status=s, obs=observed(Cluster(), job("expand", 1, "Succeeded"),
-                                      job("backfill", 1, "Succeeded"))).status
+    return run(
+        status=s,
+        obs=observed(Cluster(), job("expand", 1, "Succeeded"), job("backfill", 1, "Succeeded")),
+    ).status
 
 
 def rollout_done(raw: dict[str, Any] | None = None, cluster: Cluster | None = None) -> Decision:
@@ -85,7 +99,9 @@ DONE_DB = (job("expand", 1, "Succeeded"), job("backfill", 1, "Succeeded"))
 @pytest.mark.parametrize(
     ("obs", "phase", "reason"),
     [
-        pytest.param(observed(Cluster(), secret=False), "Pending", "SecretNotFound", id="no-secret"),
+        pytest.param(
+            observed(Cluster(), secret=False), "Pending", "SecretNotFound", id="no-secret"
+        ),
         pytest.param(observed(None), "Pending", "WorkloadNotFound", id="no-deployment"),
     ],
 )
@@ -158,8 +174,10 @@ def test_retry_token_starts_a_new_attempt_once() -> None:
     failed = run(status=s, obs=observed(Cluster(), job("expand", 1, "Failed", 7))).status
     d = run(status=failed, obs=observed(Cluster(), job("expand", 1, "Failed", 7), retry="t1"))
     assert creates(d) == [("expand", 2)] and "Retried" in events(d)
-    same = run(status=failed | {"retryToken": "t1"},
-               obs=observed(Cluster(), job("expand", 1, "Failed", 7), retry="t1"))
+    same = run(
+        status=failed | {"retryToken": "t1"},
+        obs=observed(Cluster(), job("expand", 1, "Failed", 7), retry="t1"),
+    )
     assert creates(same) == []
 
 
@@ -249,8 +267,11 @@ def test_rollout_that_exceeds_its_deadline_fails_before_contract() -> None:
 def test_rollout_timeout() -> None:
     s = through_backfill()
     s = run(status=s, obs=observed(Cluster(), *DONE_DB)).status
-    d = run(status=s, obs=observed(Cluster().rolling("shop-api:2.0", 1, 1), *DONE_DB),
-            now=NOW + timedelta(seconds=601))
+    d = run(
+        status=s,
+        obs=observed(Cluster().rolling("shop-api:2.0", 1, 1), *DONE_DB),
+        now=NOW + timedelta(seconds=601),
+    )
     assert d.status["phase"] == "Failed" and cond(d, "Stalled")["reason"] == "RolloutTimedOut"
 
 
@@ -293,8 +314,11 @@ def test_abort_after_contract_started_is_ignored() -> None:
 # -- status hygiene -----------------------------------------------------------------------------
 def test_no_event_and_same_transition_time_when_nothing_changes() -> None:
     first = run(obs=observed(Cluster().rolling("x:1", 1, 1)))
-    second = run(status=first.status, obs=observed(Cluster().rolling("x:1", 1, 1)),
-                 now=NOW + timedelta(minutes=5))
+    second = run(
+        status=first.status,
+        obs=observed(Cluster().rolling("x:1", 1, 1)),
+        now=NOW + timedelta(minutes=5),
+    )
     assert events(second) == []
     assert cond(second, "Ready")["lastTransitionTime"] == cond(first, "Ready")["lastTransitionTime"]
     assert second.status == first.status

@@ -53,8 +53,18 @@ def test_contract_runs_verify_before_destructive_steps_in_one_job() -> None:
 
 
 def test_contract_command_step_is_gated_by_a_verify_init_container() -> None:
-    raw = with_contract(steps=[{"name": "tool", "command": {
-        "image": "postgres:15", "command": ["psql"], "args": ["-c", "DROP TABLE legacy"]}}])
+    raw = with_contract(
+        steps=[
+            {
+                "name": "tool",
+                "command": {
+                    "image": "postgres:15",
+                    "command": ["psql"],
+                    "args": ["-c", "DROP TABLE legacy"],
+                },
+            }
+        ]
+    )
     pod = build_job(OWNER, parse_spec(raw), "contract", 1, SETTINGS)["spec"]["template"]["spec"]
     main, init = pod["containers"][0], pod["initContainers"][0]
     assert main["image"] == "postgres:15" and main["command"] == ["psql"]
@@ -64,35 +74,73 @@ def test_contract_command_step_is_gated_by_a_verify_init_container() -> None:
 
 
 def job_with(conditions: list[dict[str, str]]) -> dict[str, Any]:
-    return {"metadata": {"name": "j", "labels": {"datamigration.dev/phase": "expand",
-                                                 "datamigration.dev/attempt": "2"}},
-            "status": {"conditions": conditions}}
+    return {
+        "metadata": {
+            "name": "j",
+            "labels": {"datamigration.dev/phase": "expand", "datamigration.dev/attempt": "2"},
+        },
+        "status": {"conditions": conditions},
+    }
 
 
 def failed_pod(exit_code: int, log: str, *, init: bool = False) -> dict[str, Any]:
     key = "initContainerStatuses" if init else "containerStatuses"
     name = "verify" if init else "runner"
-    return {"status": {key: [{"name": name, "state": {"terminated": {
-        "exitCode": exit_code, "message": log, "finishedAt": "2026-11-21T10:00:00Z"}}}]}}
+    return {
+        "status": {
+            key: [
+                {
+                    "name": name,
+                    "state": {
+                        "terminated": {
+                            "exitCode": exit_code,
+                            "message": log,
+                            "finishedAt": "2026-11-21T10:00:00Z",
+                        }
+                    },
+                }
+            ]
+        }
+    }
 
 
 @pytest.mark.parametrize(
     ("conditions", "pods", "outcome", "exit_code", "fragment"),
     [
         pytest.param([], [], "Running", None, "", id="no-condition-is-running"),
-        pytest.param([{"type": "Complete", "status": "True"}], [], "Succeeded", None, "",
-                     id="complete"),
-        pytest.param([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
-                     [failed_pod(7, "step x failed\nSQL error in step add-col: syntax error")],
-                     "Failed", 7, "exit code 7: SQL error in step add-col", id="failed-with-log"),
-        pytest.param([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
-                     [failed_pod(4, "verify copied: expected 0, got 3", init=True)],
-                     "Failed", 4, "expected 0, got 3", id="verify-init-container-failed"),
+        pytest.param(
+            [{"type": "Complete", "status": "True"}], [], "Succeeded", None, "", id="complete"
+        ),
+        pytest.param(
+            [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+            [failed_pod(7, "step x failed\nSQL error in step add-col: syntax error")],
+            "Failed",
+            7,
+            "exit code 7: SQL error in step add-col",
+            id="failed-with-log",
+        ),
+        pytest.param(
+            [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}],
+            [failed_pod(4, "verify copied: expected 0, got 3", init=True)],
+            "Failed",
+            4,
+            "expected 0, got 3",
+            id="verify-init-container-failed",
+        ),
     ],
 )
-def test_observe_job(conditions: list[dict[str, str]], pods: list[dict[str, Any]], outcome: str,
-                     exit_code: int | None, fragment: str) -> None:
+def test_observe_job(
+    conditions: list[dict[str, str]],
+    pods: list[dict[str, Any]],
+    outcome: str,
+    exit_code: int | None,
+    fragment: str,
+) -> None:
     seen = observe_job(job_with(conditions), pods)
     assert (seen.outcome, seen.exit_code, seen.attempt, seen.phase) == (
-        outcome, exit_code, 2, "expand")
+        outcome,
+        exit_code,
+        2,
+        "expand",
+    )
     assert fragment in seen.message

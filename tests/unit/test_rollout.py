@@ -19,17 +19,33 @@ def verdict(c: Cluster, image: str | None = "shop-api:2.0"):  # type: ignore[no-
 CASES = [
     pytest.param(Cluster().rolled_out("shop-api:2.0"), "Complete", "", id="rolled-out-and-proven"),
     pytest.param(Cluster(), "InProgress", "template runs shop-api:1.0", id="template-not-updated"),
-    pytest.param(Cluster().rolling("shop-api:2.0", 1, 1), "InProgress", "1 of 3 new replicas",
-                 id="updating"),
-    pytest.param(Cluster().rolling("shop-api:2.0", 3, 2), "InProgress",
-                 "2 of 3 updated replicas are available", id="updated-not-available"),
-    pytest.param(Cluster().rolled_out("shop-api:2.0", lingering=1), "InProgress",
-                 "1 pod(s) of an older ReplicaSet still exist (1 terminating)",
-                 id="old-pod-terminating-blocks"),
-    pytest.param(Cluster().rolled_out("shop-api:2.0", old_rs_scaled=1), "InProgress",
-                 "still scaled to 1", id="old-replicaset-still-scaled"),
-    pytest.param(Cluster().deadline_exceeded("shop-api:2.0"), "Failed", "progress deadline",
-                 id="progress-deadline-exceeded-fails"),
+    pytest.param(
+        Cluster().rolling("shop-api:2.0", 1, 1), "InProgress", "1 of 3 new replicas", id="updating"
+    ),
+    pytest.param(
+        Cluster().rolling("shop-api:2.0", 3, 2),
+        "InProgress",
+        "2 of 3 updated replicas are available",
+        id="updated-not-available",
+    ),
+    pytest.param(
+        Cluster().rolled_out("shop-api:2.0", lingering=1),
+        "InProgress",
+        "1 pod(s) of an older ReplicaSet still exist (1 terminating)",
+        id="old-pod-terminating-blocks",
+    ),
+    pytest.param(
+        Cluster().rolled_out("shop-api:2.0", old_rs_scaled=1),
+        "InProgress",
+        "still scaled to 1",
+        id="old-replicaset-still-scaled",
+    ),
+    pytest.param(
+        Cluster().deadline_exceeded("shop-api:2.0"),
+        "Failed",
+        "progress deadline",
+        id="progress-deadline-exceeded-fails",
+    ),
 ]
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from datamigration.controller.settings import OperatorSettings
 from datamigration.core.decide import CreateJob, Decision, DeleteJob, EmitEvent, SetWorkloadImage
 from datamigration.core.diff import merge_patch
 from datamigration.core.jobs import Owner, build_job
 from datamigration.core.spec import MigrationSpec
-from datamigration.controller.settings import OperatorSettings
-from datamigration.k8s.cluster import ClusterApi
 from datamigration.k8s.client import KubeError
+from datamigration.k8s.cluster import ClusterApi
 
 log = logging.getLogger(__name__)
 
@@ -55,4 +55,6 @@ def act(
             try:
                 api.post_event(body, action.type, action.reason, action.message)
             except KubeError as exc:  # an Event is a courtesy; the status already says it all
-                log.warning("%s/%s: could not post Event %s: %s", namespace, name, action.reason, exc)
+                log.warning(
+                    "%s/%s: could not post Event %s: %s", namespace, name, action.reason, exc
+                )

@@ -42,7 +42,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def by_workload(namespace: str, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any) -> Any:
+def by_workload(
+    namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> Any:
     """Which migrations target which Deployment, and whether they still care about it."""
     workload = spec.get("workload", {}).get("name")
     return {(namespace, workload): (name, status.get("phase") not in DONE)}
@@ -55,7 +57,7 @@ def _reconciler(memo: kopf.Memo) -> Reconciler:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 def migration_event(
-    event: kopf.RawEvent, namespace: str, name: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
     if event["type"] == "DELETED":
         _reconciler(memo).forget(namespace, name)
@@ -64,27 +66,29 @@ def migration_event(
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"datamigration.dev/migration-uid": kopf.PRESENT})
-def job_event(namespace: str, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+def job_event(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     for ref in meta.get("ownerReferences", []):
         if ref.get("kind") == "DataMigration":
             _reconciler(memo).enqueue(namespace, ref["name"])
 
 
+def _by_workload(kwargs: dict[str, Any]) -> kopf.Index[tuple[str | None, str], Any]:
+    """The `by_workload` index, which kopf passes by name among the handler's kwargs."""
+    index: kopf.Index[tuple[str | None, str], Any] = kwargs["by_workload"]
+    return index
+
+
 @kopf.on.event("apps", "v1", "deployments")
-def deployment_event(
-    namespace: str, name: str, by_workload: kopf.Index[Any, Any], memo: kopf.Memo, **_: Any
-) -> None:
-    for migration, _active in by_workload.get((namespace, name), []):
+def deployment_event(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    for migration, _active in _by_workload(kwargs).get((namespace, name), []):
         _reconciler(memo).enqueue(namespace, migration)
 
 
 @kopf.on.event("", "v1", "pods", labels={"pod-template-hash": kopf.PRESENT})
-def pod_event(
-    namespace: str, body: kopf.Body, by_workload: kopf.Index[Any, Any], memo: kopf.Memo, **_: Any
-) -> None:
+def pod_event(namespace: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     deployment = owning_deployment(body)
     if deployment is None:
         return
-    for migration, active in by_workload.get((namespace, deployment), []):
+    for migration, active in _by_workload(kwargs).get((namespace, deployment), []):
         if active:
             _reconciler(memo).enqueue(namespace, migration)

@@ -28,9 +28,7 @@ def observe(api: ClusterApi, body: dict[str, Any], spec: MigrationSpec | Invalid
             c.get("type") == "Failed" and c.get("status") == "True"
             for c in job.get("status", {}).get("conditions", []) or []
         )
-        pods = (
-            api.list_pods(namespace, f"job-name={job['metadata']['name']}") if failed else []
-        )
+        pods = api.list_pods(namespace, f"job-name={job['metadata']['name']}") if failed else []
         jobs.append(observe_job(job, pods))
 
     workload = None

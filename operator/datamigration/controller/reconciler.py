@@ -38,16 +38,18 @@ class Reconciler:
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _failures: dict[Key, int] = field(default_factory=dict)
 
-    def enqueue(self, namespace: str, name: str) -> None:
+    def enqueue(self, namespace: str | None, name: str) -> None:
         """Reconcile this migration soon; coalesces with a reconcile already under way."""
+        if namespace is None:  # DataMigrations are namespaced; kopf types allow None
+            return
         key = (namespace, name)
         if key in self._running:
             self._dirty.add(key)
             return
         self._running[key] = asyncio.get_running_loop().create_task(self._worker(key))
 
-    def forget(self, namespace: str, name: str) -> None:
-        key = (namespace, name)
+    def forget(self, namespace: str | None, name: str) -> None:
+        key = (namespace or "", name)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -92,8 +94,11 @@ class Reconciler:
             return None  # finished for good: nothing to observe
         spec = validate(body.get("spec"))
         observed = (
-            Observed(generation=int(body["metadata"].get("generation", 0)), secret_exists=False,
-                     workload=None)
+            Observed(
+                generation=int(body["metadata"].get("generation", 0)),
+                secret_exists=False,
+                workload=None,
+            )
             if status.get("phase") in TERMINAL
             else observe(self.api, body, spec)
         )

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datamigration import __version__
 from datamigration.core.jobs import JobSettings
 
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 
@@ -51,7 +53,9 @@ class OperatorSettings:
         env = os.environ if env is None else env
         defaults = cls()
         labels: dict[str, str] = {}
-        for item in filter(None, (s.strip() for s in env.get("DATAMIGRATION_JOB_POD_LABELS", "").split(","))):
+        for item in filter(
+            None, (s.strip() for s in env.get("DATAMIGRATION_JOB_POD_LABELS", "").split(","))
+        ):
             key, sep, value = item.partition("=")
             if not sep or not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value):
                 raise SettingsError(

@@ -274,8 +274,12 @@ def decide(
             return run.decision()
 
     _ready_for_rollout(run)
-    run.set("Succeeded", "all phases succeeded", ready=("True", R.SUCCEEDED),
-            progressing=("False", R.SUCCEEDED))
+    run.set(
+        "Succeeded",
+        "all phases succeeded",
+        ready=("True", R.SUCCEEDED),
+        progressing=("False", R.SUCCEEDED),
+    )
     run.progress("contract", "done")
     run.event("Normal", R.SUCCEEDED, "all phases succeeded")
     return run.decision()
@@ -337,7 +341,9 @@ def _apply_retry(run: _Run) -> None:
 
 
 def _ready_for_rollout(run: _Run) -> None:
-    done = all(run.record(p).get("state") in ("Succeeded", "Skipped") for p in ("expand", "backfill"))
+    done = all(
+        run.record(p).get("state") in ("Succeeded", "Skipped") for p in ("expand", "backfill")
+    )
     run.flag(
         R.READY_FOR_ROLLOUT,
         done,
@@ -421,8 +427,12 @@ def _job_phase(run: _Run, spec: MigrationSpec, phase: str) -> bool:
 
     # Nothing runs for this phase: may it start now?
     if spec.paused:
-        run.set("Paused", f"paused before {phase}", ready=("False", R.PAUSED),
-                progressing=("False", R.PAUSED))
+        run.set(
+            "Paused",
+            f"paused before {phase}",
+            ready=("False", R.PAUSED),
+            progressing=("False", R.PAUSED),
+        )
         return False
     stable = _verdict(run, spec, None)
     if not stable.complete:
@@ -438,16 +448,24 @@ def _job_phase(run: _Run, spec: MigrationSpec, phase: str) -> bool:
         _record_rollout(run, proof)
         if not proof.complete:
             run.flag(R.ROLLOUT_VERIFIED, False, R.ROLLOUT_IN_PROGRESS, proof.message)
-            run.set(label, f"contract waits for the rollout proof: {proof.message}",
-                    ready=("False", R.WAITING_FOR_WORKLOAD))
+            run.set(
+                label,
+                f"contract waits for the rollout proof: {proof.message}",
+                ready=("False", R.WAITING_FOR_WORKLOAD),
+            )
             return False
         if spec.contract.approval == "Manual" and not spec.contract.approved:
             message = (
                 "contract awaits approval: kubectl datamigration approve "
                 "(or set spec.contract.approved: true)"
             )
-            run.set("AwaitingApproval", message, ready=("False", R.APPROVAL_REQUIRED),
-                    progressing=("False", R.APPROVAL_REQUIRED), awaiting=True)
+            run.set(
+                "AwaitingApproval",
+                message,
+                ready=("False", R.APPROVAL_REQUIRED),
+                progressing=("False", R.APPROVAL_REQUIRED),
+                awaiting=True,
+            )
             run.progress("contract", "awaiting approval")
             return False
 
@@ -470,12 +488,18 @@ def _rollout(run: _Run, spec: MigrationSpec) -> bool:
     """Advance code-rollout; True once every pod provably runs the new code."""
     rec = run.record("codeRollout")
     if rec.get("state") == "Failed":
-        run.stall("Failed", str(rec.get("reason", R.ROLLOUT_FAILED)), f"codeRollout: {rec.get('message')}")
+        run.stall(
+            "Failed", str(rec.get("reason", R.ROLLOUT_FAILED)), f"codeRollout: {rec.get('message')}"
+        )
         return False
     if rec.get("state") != "Running":
         if spec.paused:
-            run.set("Paused", "paused before codeRollout", ready=("False", R.PAUSED),
-                    progressing=("False", R.PAUSED))
+            run.set(
+                "Paused",
+                "paused before codeRollout",
+                ready=("False", R.PAUSED),
+                progressing=("False", R.PAUSED),
+            )
             return False
         rec.update(state="Running", attempts=int(rec.get("attempts", 0)) + 1, message="")
         rec["startedAt"] = _iso(run.now)
@@ -483,13 +507,24 @@ def _rollout(run: _Run, spec: MigrationSpec) -> bool:
         rec.pop("image", None)
         rec["fromRevision"] = _verdict(run, spec, None).revision
         action = "setting" if spec.code_rollout.mode == "Apply" else "waiting for"
-        run.event("Normal", R.ROLLOUT_STARTED,
-                  f"code rollout started: {action} {spec.workload.image or 'a new revision'}")
+        run.event(
+            "Normal",
+            R.ROLLOUT_STARTED,
+            f"code rollout started: {action} {spec.workload.image or 'a new revision'}",
+        )
 
     current = _verdict(run, spec, None)
-    if spec.code_rollout.mode == "Apply" and spec.workload.image and current.image != spec.workload.image:
+    if (
+        spec.code_rollout.mode == "Apply"
+        and spec.workload.image
+        and current.image != spec.workload.image
+    ):
         run.actions.append(SetWorkloadImage(spec.workload.container, spec.workload.image))
-    if not spec.workload.image and current.revision != rec.get("fromRevision") and not rec.get("image"):
+    if (
+        not spec.workload.image
+        and current.revision != rec.get("fromRevision")
+        and not rec.get("image")
+    ):
         rec["image"] = current.image  # Observe without an image: the new revision's image
     target = _target_image(run, spec)
     verdict = _verdict(run, spec, target) if target else current
@@ -510,7 +545,9 @@ def _rollout(run: _Run, spec: MigrationSpec) -> bool:
             run, R.ROLLOUT_TIMED_OUT, f"rollout not proven after {timeout}s: {verdict.message}"
         )
     run.flag(R.ROLLOUT_VERIFIED, False, R.ROLLOUT_IN_PROGRESS, verdict.message)
-    run.set("RollingOut", f"code rollout: {verdict.message}", ready=("False", R.ROLLOUT_IN_PROGRESS))
+    run.set(
+        "RollingOut", f"code rollout: {verdict.message}", ready=("False", R.ROLLOUT_IN_PROGRESS)
+    )
     run.progress(
         "codeRollout",
         f"rollout {verdict.updated_replicas}/{verdict.replicas} updated, "

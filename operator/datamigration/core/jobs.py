@@ -115,9 +115,7 @@ def build_job(
     labels = job_labels(owner, phase, attempt)
     database_url = {
         "name": DATABASE_URL_ENV,
-        "valueFrom": {
-            "secretKeyRef": {"name": spec.database.name, "key": spec.database.key}
-        },
+        "valueFrom": {"secretKeyRef": {"name": spec.database.name, "key": spec.database.key}},
     }
     steps = spec.job_steps(phase)
     runner = {
@@ -156,7 +154,7 @@ def build_job(
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "securityContext": dict(_CONTAINER_SECURITY),
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - an emptyDir
             }
         )
     pod_spec: dict[str, Any] = {

@@ -33,7 +33,7 @@ RETRIED: Final = "Retried"
 
 # Reasons: failures and blocks.
 INVALID_SPEC: Final = "InvalidSpec"
-SECRET_NOT_FOUND: Final = "SecretNotFound"
+SECRET_NOT_FOUND: Final = "SecretNotFound"  # noqa: S105 - a reason, not a secret
 WORKLOAD_NOT_FOUND: Final = "WorkloadNotFound"
 JOB_FAILED: Final = "JobFailed"
 VERIFY_FAILED: Final = "VerifyFailed"

@@ -122,7 +122,8 @@ def evaluate_rollout(
     # 2. The pod-level proof.
     if expected_image is not None and image != expected_image:
         return verdict(
-            "InProgress", f"Deployment {name} template runs {image or 'nothing'}, not {expected_image}"
+            "InProgress",
+            f"Deployment {name} template runs {image or 'nothing'}, not {expected_image}",
         )
     uid = meta.get("uid", "")
     owned = [rs for rs in replicasets if _owned_by(rs, uid)]
@@ -145,7 +146,11 @@ def evaluate_rollout(
                 f"old ReplicaSet {rs_meta.get('name')} is still scaled to {wanted}",
                 pod_template_hash=new_hash,
             )
-    old = [p for p in pods if p.get("metadata", {}).get("labels", {}).get(POD_TEMPLATE_HASH) != new_hash]
+    old = [
+        p
+        for p in pods
+        if p.get("metadata", {}).get("labels", {}).get(POD_TEMPLATE_HASH) != new_hash
+    ]
     terminating = [p for p in old if p.get("metadata", {}).get("deletionTimestamp")]
     if old:
         names = ", ".join(sorted(str(p["metadata"].get("name")) for p in old)[:3])
@@ -182,6 +187,10 @@ def owning_deployment(pod: Obj) -> str | None:
     template_hash = meta.get("labels", {}).get(POD_TEMPLATE_HASH)
     for ref in meta.get("ownerReferences", []) or []:
         rs_name = str(ref.get("name", ""))
-        if ref.get("kind") == "ReplicaSet" and template_hash and rs_name.endswith(f"-{template_hash}"):
+        if (
+            ref.get("kind") == "ReplicaSet"
+            and template_hash
+            and rs_name.endswith(f"-{template_hash}")
+        ):
             return rs_name[: -len(template_hash) - 1]
     return None

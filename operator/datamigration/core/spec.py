@@ -123,7 +123,8 @@ def _str(raw: Mapping[str, Any], key: str, path: str, *, required: bool = True) 
     return value
 
 
-def _int(raw: Mapping[str, Any], key: str, path: str, default: int, lo: int, hi: int) -> int:
+def _int(raw: Mapping[str, Any], key: str, path: str, default: int, *bounds: int) -> int:
+    lo, hi = bounds
     value = raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise SpecError(f"{path}.{key}", f"must be an integer between {lo} and {hi}")
@@ -187,7 +188,9 @@ def parse_spec(raw: Any) -> MigrationSpec:
     url_from = _obj(database.get("urlFrom"), "spec.database.urlFrom")
     ref = _obj(url_from.get("secretKeyRef"), "spec.database.urlFrom.secretKeyRef")
     ref_path = "spec.database.urlFrom.secretKeyRef"
-    secret = SecretKeyRef(name=str(_str(ref, "name", ref_path)), key=str(_str(ref, "key", ref_path)))
+    secret = SecretKeyRef(
+        name=str(_str(ref, "name", ref_path)), key=str(_str(ref, "key", ref_path))
+    )
 
     wl = _obj(spec.get("workload"), "spec.workload")
     kind = _enum(wl, "kind", "spec.workload", ("Deployment",))
@@ -215,7 +218,8 @@ def parse_spec(raw: Any) -> MigrationSpec:
 
     cr = _obj(spec.get("codeRollout"), "spec.codeRollout", required=False)
     code_rollout = CodeRollout(
-        mode="Observe" if _enum(cr, "mode", "spec.codeRollout", ("Apply", "Observe")) == "Observe"
+        mode="Observe"
+        if _enum(cr, "mode", "spec.codeRollout", ("Apply", "Observe")) == "Observe"
         else "Apply",
         timeout_seconds=_int(cr, "timeoutSeconds", "spec.codeRollout", 900, 30, 86400),
     )

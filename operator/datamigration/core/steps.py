@@ -142,9 +142,9 @@ def parse_steps(raw: object, field_path: str) -> list[Step]:
         path = f"{field_path}[{index}]"
         step = _parse_step(item, path)
         if step.name in seen:
+            first = f"{field_path}[{seen[step.name]}]"
             raise SpecError(
-                f"{path}.name",
-                f'duplicate step name "{step.name}" (already used by {field_path}[{seen[step.name]}])',
+                f"{path}.name", f'duplicate step name "{step.name}" (already used by {first})'
             )
         seen[step.name] = index
         steps.append(step)
@@ -153,7 +153,9 @@ def parse_steps(raw: object, field_path: str) -> list[Step]:
 
 def _parse_step(item: object, path: str) -> Step:
     if not isinstance(item, Mapping):
-        raise SpecError(path, "must be a mapping with a name and one of sql, backfill, verify, command")
+        raise SpecError(
+            path, "must be a mapping with a name and one of sql, backfill, verify, command"
+        )
     kinds = [kind for kind in STEP_KINDS if kind in item]
     allowed = {"name", *STEP_KINDS, "transactional"}
     for key in item:
@@ -189,7 +191,15 @@ def _parse_backfill(name: str, body: object, path: str) -> BackfillStep:
     fields = _mapping(
         body,
         path,
-        {"table", "key", "set", "where", "batchSize", "targetBatchMilliseconds", "pauseMilliseconds"},
+        {
+            "table",
+            "key",
+            "set",
+            "where",
+            "batchSize",
+            "targetBatchMilliseconds",
+            "pauseMilliseconds",
+        },
     )
     table = _table(fields.get("table"), f"{path}.table")
     key = _identifier(fields.get("key", DEFAULT_BACKFILL_KEY), f"{path}.key")
@@ -220,7 +230,10 @@ def _parse_backfill(name: str, body: object, path: str) -> BackfillStep:
             MAX_TARGET_BATCH_MILLISECONDS,
         ),
         pause_milliseconds=_integer(
-            fields.get("pauseMilliseconds", 0), f"{path}.pauseMilliseconds", 0, MAX_PAUSE_MILLISECONDS
+            fields.get("pauseMilliseconds", 0),
+            f"{path}.pauseMilliseconds",
+            0,
+            MAX_PAUSE_MILLISECONDS,
         ),
     )
 
@@ -230,7 +243,9 @@ def _parse_verify(name: str, body: object, path: str) -> VerifyStep:
     expect = fields.get("expect")
     if isinstance(expect, bool) or not isinstance(expect, str | int):
         raise SpecError(f"{path}.expect", "must be a string or an integer")
-    return VerifyStep(name=name, query=_text(fields.get("query"), f"{path}.query"), expect=str(expect))
+    return VerifyStep(
+        name=name, query=_text(fields.get("query"), f"{path}.query"), expect=str(expect)
+    )
 
 
 def _parse_command(name: str, body: object, path: str) -> CommandStep:
@@ -248,7 +263,9 @@ def _mapping(body: object, path: str, allowed: set[str]) -> Mapping[str, Any]:
         raise SpecError(path, "must be a mapping")
     for key in body:
         if key not in allowed:
-            raise SpecError(f"{path}.{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})")
+            raise SpecError(
+                f"{path}.{key}", f"unknown field (allowed: {', '.join(sorted(allowed))})"
+            )
     return body
 
 

@@ -49,7 +49,8 @@ class KubeError(Exception):
 def _error(exc: ApiException) -> KubeError:
     reason, message = str(exc.reason or ""), ""
     try:
-        body = json.loads(exc.body or "{}")
+        raw = exc.body.decode() if isinstance(exc.body, bytes) else exc.body
+        body = json.loads(raw or "{}")
         reason = body.get("reason") or reason
         message = body.get("message") or ""
     except (TypeError, ValueError):
@@ -60,9 +61,9 @@ def _error(exc: ApiException) -> KubeError:
 def load_api_client() -> client.ApiClient:
     """An ApiClient from $KUBECONFIG (or ~/.kube/config), else the pod's service account."""
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
-        config.load_kube_config()
+        config.load_kube_config()  # type: ignore[no-untyped-call]
     return client.ApiClient()
 
 
@@ -84,20 +85,28 @@ class KubeClient:
         timeout: float = 30.0,
     ) -> JSON:
         """One API call; returns the decoded JSON response."""
+        method, url, headers, payload, post = self.api_client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()),
+            header_params={"Accept": accept, "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
         try:
             response = self.api_client.call_api(
-                path,
                 method,
-                query_params=list((query or {}).items()),
-                header_params={"Accept": accept, "Content-Type": content_type},
-                body=body,
-                auth_settings=["BearerToken"],
-                _preload_content=False,
+                url,
+                header_params=headers,
+                body=payload,
+                post_params=post,
                 _request_timeout=timeout,
             )
-        except ApiException as exc:
+            raw = response.read()  # type: ignore[no-untyped-call]
+        except ApiException as exc:  # transport-level failures
             raise _error(exc) from None
-        raw = response[0].data
+        if not 200 <= int(response.status) <= 299:
+            raise _error(ApiException(status=response.status, reason=response.reason, body=raw))
         decoded: JSON = json.loads(raw) if raw else {}
         return decoded
 

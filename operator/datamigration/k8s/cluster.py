@@ -103,7 +103,9 @@ class ClusterApi:
 
     def set_container_image(self, namespace: str, name: str, container: str, image: str) -> None:
         """Roll the new code out: the same change as `kubectl set image`."""
-        patch = {"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}}
+        patch = {
+            "spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}
+        }
         self.kube.request(
             "PATCH",
             f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
@@ -128,11 +130,14 @@ class ClusterApi:
         """The runner's ServiceAccount and its binding to the ClusterRole that lets it report
         progress (get, patch datamigrations/status) in this namespace only."""
         labels = {"app.kubernetes.io/managed-by": COMPONENT}
-        objects = [
+        objects: list[tuple[str, JSON]] = [
             (
                 f"/api/v1/namespaces/{namespace}/serviceaccounts",
-                {"apiVersion": "v1", "kind": "ServiceAccount",
-                 "metadata": {"name": account, "labels": labels}},
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": account, "labels": labels},
+                },
             ),
             (
                 f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
@@ -140,10 +145,14 @@ class ClusterApi:
                     "apiVersion": "rbac.authorization.k8s.io/v1",
                     "kind": "RoleBinding",
                     "metadata": {"name": account, "labels": labels},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                "name": cluster_role},
-                    "subjects": [{"kind": "ServiceAccount", "name": account,
-                                  "namespace": namespace}],
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": cluster_role,
+                    },
+                    "subjects": [
+                        {"kind": "ServiceAccount", "name": account, "namespace": namespace}
+                    ],
                 },
             ),
         ]
@@ -155,13 +164,18 @@ class ClusterApi:
                     raise
 
     # -- Events (create events) ---------------------------------------------------------------
-    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    def post_event(
+        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
         meta = involved.get("metadata", {})
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+            "metadata": {
+                "generateName": f"{meta.get('name')}.",
+                "namespace": meta.get("namespace"),
+            },
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion"),
                 "kind": involved.get("kind"),
@@ -186,3 +200,15 @@ class ClusterApi:
             f"/api/v1/namespaces/{namespace}/events",
             fieldSelector=f"involvedObject.name={name},involvedObject.kind=DataMigration",
         )
+
+    # -- Connection (no API call: the CLI's --kubeconfig and --context) ----------------------
+    @classmethod
+    def from_kubeconfig(cls, config_file: str, context: str | None = None) -> ClusterApi:
+        """A ClusterApi on explicit kubeconfig file(s) (`:`-separated, as $KUBECONFIG) and an
+        explicit context, as kubectl's --kubeconfig and --context choose them."""
+        from kubernetes import config
+
+        api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=config_file, context=context, persist_config=False
+        )
+        return cls(KubeClient(api_client))

@@ -50,7 +50,9 @@ RULES: dict[str, Rule] = {
     for rule in [
         _destructive("drop-table", f"Dropping a table {_OLD_CODE}"),
         _destructive("drop-column", f"Dropping a column {_OLD_CODE}"),
-        _destructive("drop-index", f"Dropping an index can make the old code's queries slow; it {_OLD_CODE}"),
+        _destructive(
+            "drop-index", f"Dropping an index can make the old code's queries slow; it {_OLD_CODE}"
+        ),
         _destructive("drop-schema", f"Dropping a schema {_OLD_CODE}"),
         _destructive("drop-view", f"Dropping a view {_OLD_CODE}"),
         _destructive("drop-sequence", f"Dropping a sequence {_OLD_CODE}"),
@@ -58,12 +60,25 @@ RULES: dict[str, Rule] = {
         _destructive("drop-function", f"Dropping a function or procedure {_OLD_CODE}"),
         _destructive("drop-database", f"Dropping a database {_OLD_CODE}"),
         _destructive("drop-object", f"Dropping a database object {_OLD_CODE}"),
-        _destructive("drop-constraint", f"Dropping a constraint lets the old code write data it must not; it {_OLD_CODE}"),
+        _destructive(
+            "drop-constraint",
+            f"Dropping a constraint lets the old code write data it must not; it {_OLD_CODE}",
+        ),
         _destructive("rename-table", f"Renaming or moving a table {_OLD_CODE}"),
-        _destructive("rename-column", f"Renaming a column {_OLD_CODE} Add the new column in expand and copy with a backfill instead;"),
-        _destructive("rename-object", f"Renaming a schema, view, sequence, type or function {_OLD_CODE}"),
+        Rule(
+            "rename-column",
+            E,
+            None,
+            f"Renaming a column {_OLD_CODE} Add the new column in expand, backfill it, and drop "
+            "the old one in contract.",
+        ),
+        _destructive(
+            "rename-object", f"Renaming a schema, view, sequence, type or function {_OLD_CODE}"
+        ),
         _destructive("truncate", f"TRUNCATE deletes every row and {_OLD_CODE}"),
-        _destructive("delete-without-where", f"DELETE without WHERE deletes every row and {_OLD_CODE}"),
+        _destructive(
+            "delete-without-where", f"DELETE without WHERE deletes every row and {_OLD_CODE}"
+        ),
         Rule(
             "alter-column-type",
             E,
@@ -140,7 +155,8 @@ RULES: dict[str, Rule] = {
             "unparseable-sql",
             E,
             E,
-            "PostgreSQL's parser rejects this SQL. Fix the syntax (the lint checks PostgreSQL SQL).",
+            "PostgreSQL's parser rejects this SQL. Fix the syntax "
+            "(the lint checks PostgreSQL SQL).",
         ),
         Rule(
             "invalid-expression",
@@ -195,8 +211,17 @@ _RENAME_RULES = {
 }
 # Functions whose DEFAULT forces PostgreSQL to rewrite the table when the column is added.
 _VOLATILE_FUNCTIONS = frozenset(
-    {"random", "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v4", "clock_timestamp",
-     "nextval", "timeofday", "txid_current", "statement_timestamp"}
+    {
+        "random",
+        "gen_random_uuid",
+        "uuid_generate_v1",
+        "uuid_generate_v4",
+        "clock_timestamp",
+        "nextval",
+        "timeofday",
+        "txid_current",
+        "statement_timestamp",
+    }
 )
 # Statements that change data or schema, forbidden anywhere in a verify query.
 _WRITES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
@@ -216,14 +241,18 @@ def classify(statement: ast.Node, *, transactional: bool, scope: Scope) -> list[
     """The ids of the rules one parsed statement of a sql step breaks (any phase)."""
     hits: list[str] = []
     if isinstance(statement, ast.CreateStmt | ast.CreateTableAsStmt):
-        relation = statement.relation if isinstance(statement, ast.CreateStmt) else statement.into.rel
+        if isinstance(statement, ast.CreateStmt):
+            relation = statement.relation
+        else:
+            relation = statement.into.rel if statement.into is not None else None
         if relation is not None:
             scope.created_tables.add(str(relation.relname))
     elif isinstance(statement, ast.DropStmt):
-        rule = _DROP_RULES.get(statement.removeType, "drop-object")
-        hits.append(rule)
+        drop_type = statement.removeType
+        hits.append(_DROP_RULES.get(drop_type, "drop-object") if drop_type else "drop-object")
         if statement.removeType == ObjectType.OBJECT_INDEX:
-            hits.append("concurrently-in-transaction" if statement.concurrent and transactional else "")
+            if statement.concurrent and transactional:
+                hits.append("concurrently-in-transaction")
             if not statement.concurrent:
                 hits.append("drop-index-not-concurrently")
     elif isinstance(statement, ast.DropdbStmt):
@@ -231,9 +260,9 @@ def classify(statement: ast.Node, *, transactional: bool, scope: Scope) -> list[
     elif isinstance(statement, ast.DropRoleStmt | ast.DropOwnedStmt | ast.DropTableSpaceStmt):
         hits.append("drop-object")
     elif isinstance(statement, ast.RenameStmt):
-        rule = _RENAME_RULES.get(statement.renameType)
-        if rule:
-            hits.append(rule)
+        renamed = _RENAME_RULES.get(statement.renameType) if statement.renameType else None
+        if renamed:
+            hits.append(renamed)
     elif isinstance(statement, ast.AlterObjectSchemaStmt):
         if statement.objectType in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_FOREIGN_TABLE):
             hits.append("rename-table")
@@ -261,7 +290,7 @@ def classify(statement: ast.Node, *, transactional: bool, scope: Scope) -> list[
             hits.append("concurrently-in-transaction")
     elif isinstance(statement, ast.AlterTableStmt):
         hits.extend(_alter_table(statement, scope))
-    return [hit for hit in hits if hit]
+    return hits
 
 
 def _alter_table(statement: ast.AlterTableStmt, scope: Scope) -> list[str]:
@@ -283,7 +312,9 @@ def _alter_table(statement: ast.AlterTableStmt, scope: Scope) -> list[str]:
             hits.append("set-not-null")
         elif subtype == AlterTableType.AT_AddColumn and isinstance(command.def_, ast.ColumnDef):
             hits.extend(_add_column(command.def_, new))
-        elif subtype == AlterTableType.AT_AddConstraint and isinstance(command.def_, ast.Constraint):
+        elif subtype == AlterTableType.AT_AddConstraint and isinstance(
+            command.def_, ast.Constraint
+        ):
             hits.extend(_add_constraint(command.def_, new))
     return hits
 
@@ -315,11 +346,14 @@ def _add_constraint(constraint: ast.Constraint, new_table: bool) -> list[str]:
 
 
 def _is_serial(column: ast.ColumnDef) -> bool:
-    names = [str(getattr(n, "sval", "")) for n in (column.typeName.names if column.typeName else ())]
+    names = [
+        str(getattr(n, "sval", ""))
+        for n in (column.typeName.names or () if column.typeName else ())
+    ]
     return bool(names) and names[-1] in {"serial", "bigserial", "smallserial", "serial4", "serial8"}
 
 
-class _Collector(Visitor):  # type: ignore[misc]
+class _Collector(Visitor):
     """Collects every node of a tree."""
 
     def __init__(self) -> None:

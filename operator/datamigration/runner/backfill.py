@@ -103,7 +103,9 @@ def run_backfill_step(
                 conn.exec_driver_sql(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
                 conn.exec_driver_sql(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
                 conn.commit()
-            return _Backfill(ctx, step, sql, conn, attempt, resumed).run()
+            return _Backfill(
+                ctx=ctx, step=step, sql=sql, conn=conn, attempt=attempt, resumed=resumed
+            ).run()
     except DBAPIError as exc:
         error = ctx.scrub(f'backfill step "{step.name}" failed: {describe(exc)}')
         try:
@@ -121,6 +123,7 @@ class _Backfill:
 
     def __init__(
         self,
+        *,
         ctx: StepContext,
         step: BackfillStep,
         sql: BackfillSql,
@@ -170,7 +173,11 @@ class _Backfill:
                 scanned=int(self.resumed.get("scanned", 0)),
                 batch_size=int(self.resumed.get("batchSize", self.step.batch_size)),
             )
-        dense = _is_int(low) and _is_int(high) and high - low <= SPARSE_FACTOR * table_rows + SPARSE_SLACK
+        dense = (
+            _is_int(low)
+            and _is_int(high)
+            and high - low <= SPARSE_FACTOR * table_rows + SPARSE_SLACK
+        )
         mode = INTEGER if dense else KEYSET
         last = low - 1 if mode == INTEGER else None
         return _State(mode=mode, last=last, rows_done=0, scanned=0, batch_size=self.step.batch_size)
@@ -246,7 +253,9 @@ class _Backfill:
         if low is None:
             upper = self.conn.execute(self.sql.boundary_first, {"skip": size - 1}).first()
         else:
-            upper = self.conn.execute(self.sql.boundary_after, {"lo": low, "skip": size - 1}).first()
+            upper = self.conn.execute(
+                self.sql.boundary_after, {"lo": low, "skip": size - 1}
+            ).first()
         if upper is not None:
             high = upper[0]
         elif low is None:

@@ -53,7 +53,8 @@ def _run_transactional(
     try:
         with ctx.engine.begin() as conn:
             attempt = ledger.begin_attempt(conn, ctx.key, step.checksum, previous, utcnow())
-            for position, statement in enumerate(statements, start=1):
+            for statement in statements:
+                position += 1
                 conn.exec_driver_sql(statement)
             ledger.complete(conn, attempt, utcnow())
     except DBAPIError as exc:
@@ -72,11 +73,13 @@ def _run_autocommit(
         if is_postgresql(ctx.engine):
             with ctx.engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT")
-                for position, statement in enumerate(statements, start=1):
+                for statement in statements:
+                    position += 1
                     conn.exec_driver_sql(statement)
         else:
             # Never AUTOCOMMIT on SQLite (see engine); a transaction per statement is the same.
-            for position, statement in enumerate(statements, start=1):
+            for statement in statements:
+                position += 1
                 with ctx.engine.begin() as conn:
                     conn.exec_driver_sql(statement)
     except DBAPIError as exc:

@@ -39,6 +39,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from datamigration.runner.errors import LedgerConflict
@@ -238,7 +239,7 @@ def _dump(checkpoint: Mapping[str, Any]) -> str:
     return json.dumps(dict(checkpoint), sort_keys=True, separators=(",", ":"))
 
 
-def _entry(row: Mapping[str, Any]) -> Entry:
+def _entry(row: RowMapping) -> Entry:
     raw_checkpoint = row["checkpoint"]
     return Entry(
         key=StepKey(row["migration"], row["phase"], row["step"]),

@@ -19,6 +19,7 @@ Both are polled until `timeout` seconds have passed, then `LockTimeout` (exit 3)
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -101,10 +102,9 @@ def _advisory_lock(
         try:
             yield
         finally:
-            try:
+            # If the connection broke, the lock ended with the session anyway.
+            with contextlib.suppress(Exception):
                 conn.execute(_UNLOCK, {"key": key})
-            except Exception:  # noqa: S110 - the lock ends with the session anyway
-                pass
 
 
 def _advisory_holder(conn: Connection, key: int) -> str:

@@ -66,7 +66,9 @@ def run_phase(
         paused = reporter.report(final or ctx.step_progress(done=True), force=True)
         if paused and index < len(plan.steps):
             log.info("%s: paused (spec.paused is true); stopping before the next step", ctx.label)
-            raise Paused(f"paused by spec.paused after step {index}/{len(plan.steps)} ({step.name})")
+            raise Paused(
+                f"paused by spec.paused after step {index}/{len(plan.steps)} ({step.name})"
+            )
     return PhaseResult(applied=applied, skipped=skipped, verified=verified)
 
 

@@ -59,7 +59,9 @@ def read_plan(plan_file: str | None, environ: Mapping[str, str]) -> Plan:
         try:
             document = yaml.safe_load(text)  # YAML is a superset of JSON
         except yaml.YAMLError as exc:
-            raise InvalidInput(f"the plan file {plan_file} is not valid JSON or YAML: {exc}") from None
+            raise InvalidInput(
+                f"the plan file {plan_file} is not valid JSON or YAML: {exc}"
+            ) from None
     else:
         text = environ.get(PLAN_ENV, "")
         if not text.strip():

@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError
 
 #: What replaces a removed URL or secret.
 URL_PLACEHOLDER = "[database URL]"
-SECRET_PLACEHOLDER = "***"
+SECRET_PLACEHOLDER = "***"  # noqa: S105 - the placeholder, not a password
 
 # Safety nets for text we did not anticipate (these are not SQL classification).
 _ANY_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/@'\"]+@")

@@ -1,0 +1,232 @@
+"""`make demo`: the whole product on one machine, from nothing to a finished migration.
+
+Brings up the local cluster and a throwaway PostgreSQL, starts the operator, deploys the
+example application (3 replicas of shop-api 1.0) with 5,000 users, applies
+examples/01-rename-column, and shows the migration moving through expand, backfill,
+code-rollout and contract to Succeeded; then the table as it ends up.
+
+The cluster stays up afterwards (`kubectl get dm -n demo` works; `make cluster-down` stops it);
+the operator and PostgreSQL stop with the demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "hack"))
+
+from localcluster.postgres import PostgresServer  # noqa: E402
+
+from datamigration.k8s.client import KubeClient, KubeError, migration_path  # noqa: E402
+from localcluster import cluster as local_cluster  # noqa: E402
+from localcluster.operatorproc import OperatorProcess  # noqa: E402
+from localcluster.waiting import wait_for  # noqa: E402
+
+EXAMPLE = REPO / "examples" / "01-rename-column"
+TERMINAL = ("Succeeded", "Failed", "Aborted", "Invalid")
+
+
+def say(message: str) -> None:
+    print(f"\033[1m==> {message}\033[0m", flush=True)
+
+
+def apply(kube: KubeClient, doc: dict[str, Any], path: str) -> None:
+    kube.request(
+        "PATCH",
+        path,
+        body=doc,
+        query={"fieldManager": "demo", "force": "true"},
+        content_type="application/apply-patch+yaml",
+    )
+
+
+def runner_cluster_role() -> dict[str, Any]:
+    """The chart's runner ClusterRole (charts/datamigration-operator): progress reporting only."""
+    chart = REPO / "charts" / "datamigration-operator" / "templates"
+    for path in sorted(chart.glob("*.yaml")):
+        text = path.read_text()
+        if "{{" not in text and "kind: ClusterRole" in text and "datamigration-runner" in text:
+            doc: dict[str, Any] = yaml.safe_load(text)
+            return doc
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "datamigration-runner"},
+        "rules": [
+            {"apiGroups": ["datamigration.dev"], "resources": ["datamigrations"], "verbs": ["get"]},
+            {
+                "apiGroups": ["datamigration.dev"],
+                "resources": ["datamigrations/status"],
+                "verbs": ["get", "patch"],
+            },
+        ],
+    }
+
+
+def show_table(engine: sa.Engine) -> None:
+    with engine.connect() as c:
+        columns = [
+            r[0]
+            for r in c.execute(
+                sa.text(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = 'users' "
+                    "ORDER BY ordinal_position"
+                )
+            )
+        ]
+        rows = c.execute(sa.text(f"SELECT {', '.join(columns)} FROM users ORDER BY id LIMIT 5"))
+        total = c.execute(sa.text("SELECT count(*) FROM users")).scalar()
+        print(f"\n  users ({total} rows), columns: {', '.join(columns)}")
+        for row in rows:
+            print("   ", " | ".join(str(v) for v in row))
+        print("    ...\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--namespace", default="demo")
+    parser.add_argument("--timeout", type=float, default=300)
+    args = parser.parse_args()
+    ns, started = args.namespace, time.monotonic()
+
+    say("starting the local cluster (etcd, kube-apiserver, controller-manager, scheduler, KWOK)")
+    handle = local_cluster.ensure_up()
+    os.environ["KUBECONFIG"] = str(handle.kubeconfig)
+    kube = KubeClient()
+
+    say("starting a throwaway PostgreSQL 15 on 127.0.0.1")
+    with PostgresServer.start() as pg:
+        url = pg.create_database("shop")
+        engine = sa.create_engine(url)
+        with engine.begin() as c:
+            c.exec_driver_sql((EXAMPLE / "setup.sql").read_text())
+        show_table(engine)
+
+        say("installing the CRD and the runner's ClusterRole")
+        for doc in yaml.safe_load_all(
+            (REPO / "crds" / "datamigrations.datamigration.dev.yaml").read_text()
+        ):
+            apply(
+                kube,
+                doc,
+                f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}",
+            )
+        role = runner_cluster_role()
+        apply(
+            kube,
+            role,
+            f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role['metadata']['name']}",
+        )
+        wait_for(
+            "the CRD to be served",
+            lambda: bool(kube.get("/apis/datamigration.dev/v1alpha1")),
+            timeout=30,
+        )
+
+        say(f"deploying shop-api 1.0 (3 replicas) and its database Secret in namespace {ns}")
+        apply(
+            kube,
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            f"/api/v1/namespaces/{ns}",
+        )
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "shop-db", "namespace": ns},
+            "stringData": {"url": url.replace("postgresql+psycopg://", "postgresql://", 1)},
+        }
+        apply(kube, secret, f"/api/v1/namespaces/{ns}/secrets/shop-db")
+        (app,) = yaml.safe_load_all((REPO / "examples" / "app" / "shop-api.yaml").read_text())
+        app["metadata"]["namespace"] = ns
+        apply(kube, app, f"/apis/apps/v1/namespaces/{ns}/deployments/shop-api")
+        wait_for(
+            "shop-api 1.0 to be available",
+            lambda: (
+                kube.get(f"/apis/apps/v1/namespaces/{ns}/deployments/shop-api")["status"].get(
+                    "availableReplicas"
+                )
+                == 3
+            ),
+            timeout=60,
+        )
+
+        say("starting datamigration-operator")
+        operator = OperatorProcess(
+            handle.kubeconfig,
+            Path(handle.logs_dir) / "operator-demo.log",
+            env={"DATAMIGRATION_NAMESPACES": ns},
+        ).start()
+        try:
+            (migration,) = yaml.safe_load_all((EXAMPLE / "datamigration.yaml").read_text())
+            migration["metadata"]["namespace"] = ns
+            name = migration["metadata"]["name"]
+            try:
+                kube.delete(migration_path(ns, name))
+                wait_for(
+                    "the previous demo migration to go", lambda: _absent(kube, ns, name), timeout=60
+                )
+            except KubeError:
+                pass
+            say(
+                f"applying {EXAMPLE.relative_to(REPO)}/datamigration.yaml "
+                f"(kubectl get dm -n {ns} -w)"
+            )
+            apply(kube, migration, migration_path(ns, name))
+            phase = watch(kube, ns, name, args.timeout)
+        finally:
+            operator.stop()
+        show_table(engine)
+        engine.dispose()
+
+    from datamigration.cli.main import main as cli
+
+    cli(["-n", ns, "status", name])
+    elapsed = time.monotonic() - started
+    say(
+        f"demo finished: {name} {phase} in {elapsed:.0f}s total "
+        f"(cluster still up: KUBECONFIG={handle.kubeconfig} kubectl get dm -n {ns}; "
+        "stop it with make cluster-down)"
+    )
+    return 0 if phase == "Succeeded" else 1
+
+
+def _absent(kube: KubeClient, ns: str, name: str) -> bool:
+    try:
+        kube.get(migration_path(ns, name))
+    except KubeError as exc:
+        return exc.not_found
+    return False
+
+
+def watch(kube: KubeClient, ns: str, name: str, timeout: float) -> str:
+    """Print a line whenever the phase or progress changes, like `kubectl get dm -w`."""
+    print(f"  {'ELAPSED':>8}  {'PHASE':<17} {'PROGRESS':<45} MESSAGE")
+    start, last, phase = time.monotonic(), ("", ""), ""
+    while time.monotonic() - start < timeout:
+        status = kube.get(migration_path(ns, name)).get("status", {})
+        phase = status.get("phase", "")
+        line = (phase, status.get("progress", {}).get("summary", ""))
+        if line != last and phase:
+            message = status.get("message", "")[:70]
+            print(
+                f"  {time.monotonic() - start:7.1f}s  {line[0]:<17} {line[1]:<45} {message}",
+                flush=True,
+            )
+            last = line
+        if phase in TERMINAL:
+            return phase
+        time.sleep(0.25)  # a display refresh rate, not synchronisation
+    return phase or "TimedOut"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""The CLI's verbs on a cluster: list, status, approve, pause, resume, abort, retry.
+
+Why each verb checks before it patches: a person types these during an incident. Approving a
+migration whose contract needs no approval, aborting one whose contract already dropped a
+column, or retrying one that has not failed would each "succeed" as a patch and do nothing (or
+not what was meant). So each verb reads the object, refuses with the reason when the request
+makes no sense in its current state, patches the one field the operator reads
+(`spec.contract.approved`, `spec.paused`, `spec.abort`, the `datamigration.dev/retry`
+annotation), and says what happens next. The operator stays the only actor: nothing here creates
+Jobs or writes status.
+
+Every API call goes through `ClusterApi` (here typed as the `MigrationApi` protocol, so tests
+can pass a fake).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Protocol, TextIO
+
+from datamigration.cli import render
+from datamigration.cli.errors import EXIT_FAILURE, EXIT_OK, CliError
+from datamigration.core.spec import PHASES
+from datamigration.k8s.client import KubeError
+
+JSON = dict[str, Any]
+RETRY_ANNOTATION = "datamigration.dev/retry"
+CRD_NAME = "datamigrations.datamigration.dev"
+DEFAULT_WATCH_INTERVAL = 2.0
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+class MigrationApi(Protocol):
+    """The part of `ClusterApi` the CLI uses."""
+
+    def get_migration(self, namespace: str, name: str) -> JSON | None: ...
+
+    def list_migrations(self, namespace: str | None = None) -> list[JSON]: ...
+
+    def patch_migration(self, namespace: str, name: str, patch: JSON) -> JSON: ...
+
+    def list_events(self, namespace: str, name: str) -> list[JSON]: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _crd_missing() -> CliError:
+    return CliError(
+        f"the DataMigration resource type ({CRD_NAME}) is not installed in this cluster",
+        "install the operator's CRD: kubectl apply -f crds/datamigrations.datamigration.dev.yaml",
+    )
+
+
+def not_found(api: MigrationApi, namespace: str, name: str) -> CliError:
+    """The not-found error, with the namespaces that do have a migration of that name."""
+    try:
+        everywhere = api.list_migrations(None)
+    except KubeError as exc:
+        if exc.not_found:
+            return _crd_missing()
+        everywhere = []  # e.g. no permission to list across namespaces: no hint, no failure
+    elsewhere = sorted(
+        {
+            str(o.get("metadata", {}).get("namespace"))
+            for o in everywhere
+            if o.get("metadata", {}).get("name") == name
+        }
+        - {namespace}
+    )
+    if elsewhere:
+        hint = f"it exists in namespace {', '.join(elsewhere)}: add -n {elsewhere[0]}"
+    else:
+        hint = "list them with: kubectl datamigration list -A"
+    return CliError(f'datamigration "{name}" not found in namespace "{namespace}"', hint)
+
+
+def fetch(api: MigrationApi, namespace: str, name: str) -> JSON:
+    obj = api.get_migration(namespace, name)
+    if obj is None:
+        raise not_found(api, namespace, name)
+    return obj
+
+
+def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = obj.get("spec")
+    return spec if isinstance(spec, Mapping) else {}
+
+
+def _record(obj: Mapping[str, Any], phase: str) -> Mapping[str, Any]:
+    rec = ((obj.get("status") or {}).get("phases") or {}).get(phase)
+    return rec if isinstance(rec, Mapping) else {}
+
+
+def _say(out: TextIO, *lines: str) -> None:
+    for line in lines:
+        out.write(line + "\n")
+
+
+def _ref(name: str, namespace: str) -> str:
+    return f"{name} -n {namespace}"
+
+
+# -- list, status -------------------------------------------------------------------------------
+def list_migrations(
+    api: MigrationApi,
+    namespace: str,
+    *,
+    all_namespaces: bool,
+    out: TextIO,
+    err: TextIO,
+    now: Callable[[], datetime] = utcnow,
+) -> int:
+    try:
+        items = api.list_migrations(None if all_namespaces else namespace)
+    except KubeError as exc:
+        if exc.not_found:
+            raise _crd_missing() from None
+        raise
+    if not items:
+        where = "any namespace" if all_namespaces else f"{namespace} namespace"
+        _say(err, f"No datamigrations found in {where}.")
+        return EXIT_OK
+    _say(out, render.render_list(items, now(), all_namespaces=all_namespaces))
+    return EXIT_OK
+
+
+def _events(api: MigrationApi, namespace: str, name: str) -> list[JSON]:
+    try:
+        return api.list_events(namespace, name)
+    except KubeError as exc:
+        if exc.status in (401, 403):  # Events are optional garnish: no access, no Events
+            return []
+        raise
+
+
+def status(
+    api: MigrationApi,
+    namespace: str,
+    name: str,
+    *,
+    out: TextIO,
+    watch: bool = False,
+    interval: float = DEFAULT_WATCH_INTERVAL,
+    clear: bool = False,
+    now: Callable[[], datetime] = utcnow,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Print the status screen; with `watch`, re-render until a terminal phase.
+
+    With `watch`, the exit code says how it ended: 0 Succeeded, 1 Failed/Aborted/Invalid.
+    `clear` redraws in place (a terminal); otherwise a screen is printed only when the object
+    or its Events changed, so a log stays readable.
+    """
+    last_key: tuple[object, ...] | None = None
+    while True:
+        obj = fetch(api, namespace, name)
+        events = _events(api, namespace, name)
+        text = render.render_status(obj, events, now())
+        phase = render.phase_of(obj)
+        key = (
+            obj.get("metadata", {}).get("resourceVersion"),
+            tuple(e.get("metadata", {}).get("resourceVersion") for e in events),
+        )
+        if not watch:
+            _say(out, text)
+            return EXIT_OK
+        if clear:
+            out.write(CLEAR_SCREEN)
+            _say(out, text)
+        elif key != last_key:
+            if last_key is not None:
+                _say(out, "", f"--- {now().strftime('%H:%M:%S')} " + "-" * 60)
+            _say(out, text)
+        out.flush()
+        last_key = key
+        if phase in render.TERMINAL_PHASES:
+            return EXIT_OK if phase == "Succeeded" else EXIT_FAILURE
+        sleep(interval)
+
+
+# -- approve, pause, resume, abort, retry -------------------------------------------------------
+def approve(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int:
+    obj = fetch(api, namespace, name)
+    phase = render.phase_of(obj)
+    if phase in ("Succeeded", "Aborted"):
+        raise CliError(f'datamigration "{name}" is already {phase}: there is nothing to approve')
+    contract = _spec(obj).get("contract")
+    if not isinstance(contract, Mapping) or not (contract.get("steps") or contract.get("verify")):
+        raise CliError(f'datamigration "{name}" has no contract steps: there is nothing to approve')
+    approval = contract.get("approval") or "Manual"
+    if approval != "Manual":
+        raise CliError(
+            f'datamigration "{name}" does not need approval: spec.contract.approval is '
+            f"{approval}, so the contract starts by itself once the rollout is proven"
+            + (" and its verify queries pass" if contract.get("verify") else ""),
+            "to require a person's approval, set spec.contract.approval: Manual",
+        )
+    if contract.get("approved") is True:
+        _say(out, f'datamigration "{name}" is already approved (spec.contract.approved: true)')
+        return EXIT_OK
+    api.patch_migration(namespace, name, {"spec": {"contract": {"approved": True}}})
+    _say(out, f'datamigration "{name}" approved (spec.contract.approved: true)')
+    if phase == "AwaitingApproval":
+        nxt = (
+            "the operator re-checks that every pod still runs the new code, then starts the "
+            "contract Job: verify queries first, then the contract steps"
+        )
+    else:
+        nxt = (
+            f"nothing changes now (phase {phase}); the contract will start without waiting for "
+            "approval once code-rollout is proven"
+        )
+    _say(out, f"Next: {nxt}.")
+    if _spec(obj).get("paused") is True:
+        _say(out, f"Note: it is paused; resume it first: kubectl datamigration resume "
+                  f"{_ref(name, namespace)}")
+    if phase in ("Failed", "Invalid"):
+        _say(out, f"Note: it is {phase}; the approval applies once that is resolved.")
+    _say(out, f"Follow it with: kubectl datamigration status {_ref(name, namespace)} --watch")
+    return EXIT_OK
+
+
+def pause(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int:
+    obj = fetch(api, namespace, name)
+    phase = render.phase_of(obj)
+    if phase in ("Succeeded", "Aborted"):
+        raise CliError(f'datamigration "{name}" is already {phase}: there is nothing to pause')
+    if _spec(obj).get("paused") is True:
+        _say(out, f'datamigration "{name}" is already paused (spec.paused: true)')
+        return EXIT_OK
+    api.patch_migration(namespace, name, {"spec": {"paused": True}})
+    _say(
+        out,
+        f'datamigration "{name}" paused (spec.paused: true)',
+        "Next: a running backfill stops after the batch in progress commits (it resumes from "
+        "there); no new phase starts.",
+        f"Resume with: kubectl datamigration resume {_ref(name, namespace)}",
+    )
+    return EXIT_OK
+
+
+def resume(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int:
+    obj = fetch(api, namespace, name)
+    if _spec(obj).get("paused") is not True:
+        _say(out, f'datamigration "{name}" is not paused (phase {render.phase_of(obj)})')
+        return EXIT_OK
+    api.patch_migration(namespace, name, {"spec": {"paused": False}})
+    _say(
+        out,
+        f'datamigration "{name}" resumed (spec.paused: false)',
+        "Next: the operator continues where it stopped (a paused backfill resumes after its "
+        "last committed batch).",
+    )
+    return EXIT_OK
+
+
+def abort(
+    api: MigrationApi,
+    namespace: str,
+    name: str,
+    *,
+    out: TextIO,
+    confirm: Callable[[str], bool] | None,
+) -> int:
+    """Request the abort. `confirm` asks the person; None means no way to ask (and no --yes)."""
+    obj = fetch(api, namespace, name)
+    phase = render.phase_of(obj)
+    if phase == "Aborted":
+        _say(out, f'datamigration "{name}" is already aborted')
+        return EXIT_OK
+    if phase == "Succeeded":
+        raise CliError(
+            f'datamigration "{name}" has already Succeeded: its contract ran, there is '
+            "nothing left to abort"
+        )
+    contract = _record(obj, "contract")
+    state = str(contract.get("state") or "Pending")
+    if state != "Pending":
+        job = f", Job {contract['job']}" if contract.get("job") else ""
+        raise CliError(
+            f'cannot abort datamigration "{name}": its contract has already started '
+            f"(state {state}{job})",
+            "a half-done contract cannot be taken back, so the operator ignores abort from "
+            "here on; let it finish, or if it failed, fix the cause and retry",
+        )
+    if _spec(obj).get("abort") is True:
+        _say(out, f'abort of datamigration "{name}" is already requested (spec.abort: true)')
+        return EXIT_OK
+    question = (
+        f'Abort datamigration "{name}" in namespace "{namespace}" (phase {phase})? '
+        "It stops for good and its contract will never run. [y/N] "
+    )
+    if confirm is None:
+        raise CliError(
+            "refusing to abort without confirmation: stdin is not a terminal",
+            "pass --yes to abort without asking",
+        )
+    if not confirm(question):
+        _say(out, "not aborted")
+        return EXIT_FAILURE
+    api.patch_migration(namespace, name, {"spec": {"abort": True}})
+    _say(
+        out,
+        f'datamigration "{name}" abort requested (spec.abort: true)',
+        "Next: the operator deletes its running Job, marks it Aborted, and never runs the "
+        "contract. What expand and backfill already changed stays in the database (additive by "
+        "design); clean it up with a new migration if needed.",
+    )
+    return EXIT_OK
+
+
+def retry_token(now: datetime) -> str:
+    """A fresh value for the retry annotation: the UTC time, to the microsecond."""
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def retry(
+    api: MigrationApi,
+    namespace: str,
+    name: str,
+    *,
+    out: TextIO,
+    now: Callable[[], datetime] = utcnow,
+) -> int:
+    obj = fetch(api, namespace, name)
+    phase = render.phase_of(obj)
+    if phase != "Failed":
+        hints = []
+        if phase == "Invalid":
+            hints.append("an invalid spec is not retried: fix the spec (the operator re-validates")
+            hints[-1] += " it on every change)"
+        raise CliError(
+            f'datamigration "{name}" is {phase}, not Failed: retry re-runs a failed phase only',
+            *hints,
+        )
+    failed = next((p for p in PHASES if _record(obj, p).get("state") == "Failed"), None)
+    token = retry_token(now())
+    api.patch_migration(
+        namespace, name, {"metadata": {"annotations": {RETRY_ANNOTATION: token}}}
+    )
+    _say(out, f'datamigration "{name}" retry requested ({RETRY_ANNOTATION}: {token})')
+    if failed == "codeRollout":
+        nxt = "the operator re-arms code-rollout and waits for the rollout proof again"
+    elif failed is not None:
+        attempt = int(_record(obj, failed).get("attempts") or 0) + 1
+        nxt = (
+            f"the operator re-arms phase {failed} and starts attempt {attempt} in a new Job; "
+            "steps already recorded as done are not run again"
+        )
+    else:
+        nxt = "the operator re-arms the failed phase"
+    _say(
+        out,
+        f"Next: {nxt}.",
+        f"Follow it with: kubectl datamigration status {_ref(name, namespace)} --watch",
+    )
+    return EXIT_OK

@@ -1,0 +1,280 @@
+"""`kubectl datamigration plan FILE`: what the operator would do with a manifest, offline.
+
+Why: a DataMigration is written by hand and reviewed in a pull request. The reviewer wants to see,
+before anything touches a cluster, whether the operator will accept it (the same `validate` the
+operator runs, lint included), and if so what each phase will run, in which Job, which rollout
+gates the destructive contract, and who must approve it. Pure: reads the file, contacts nothing.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from datamigration.cli.errors import CliError
+from datamigration.cli.render import human_duration, shorten
+from datamigration.core.decide import Invalid
+from datamigration.core.errors import SpecError
+from datamigration.core.jobs import Owner, job_name
+from datamigration.core.spec import JOB_PHASES, MigrationSpec, PhaseSteps, parse_spec
+from datamigration.core.steps import BackfillStep, CommandStep, SqlStep, Step, VerifyStep
+from datamigration.core.validate import validate
+from datamigration.lint import Finding, Severity, format_findings, lint_document, lint_steps
+
+KIND = "DataMigration"
+SUMMARY_WIDTH = 72
+_UID_MARK = "@@uid@@"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The text of a plan and whether the file is good to apply."""
+
+    text: str
+    ok: bool
+
+
+def load_documents(path: str) -> list[Mapping[str, Any]]:
+    """The YAML documents of a file (empty ones dropped); unreadable input is a `CliError`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CliError(f"cannot read {path}: {reason}") from None
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise CliError(f"{path} is not valid YAML: {getattr(exc, 'problem', None) or exc}{line}")
+    return [d if isinstance(d, Mapping) else {} for d in documents]
+
+
+def plan_file(path: str) -> Plan:
+    """The plan of every DataMigration in the file; `ok` is False if any is invalid."""
+    documents = load_documents(path)
+    migrations = [d for d in documents if d.get("kind") == KIND]
+    if not migrations:
+        raise CliError(f"no {KIND} in {path}")
+    blocks = [plan_migration(doc) for doc in migrations]
+    head = f"Plan for {path}: {len(migrations)} {KIND}{'' if len(migrations) == 1 else 's'}"
+    others = sorted({str(d.get("kind") or "?") for d in documents if d.get("kind") != KIND})
+    if others:
+        skipped = len(documents) - len(migrations)
+        head += f" (ignored {skipped} other document{'' if skipped == 1 else 's'}: "
+        head += f"{', '.join(others)})"
+    return Plan(
+        text="\n\n".join([head, *(b.text for b in blocks)]), ok=all(b.ok for b in blocks)
+    )
+
+
+def plan_migration(document: Mapping[str, Any]) -> Plan:
+    """The plan of one DataMigration manifest."""
+    raw_meta = document.get("metadata")
+    meta: Mapping[str, Any] = raw_meta if isinstance(raw_meta, Mapping) else {}
+    name = str(meta.get("name") or "")
+    namespace = str(meta.get("namespace") or "")
+    title = f"{KIND} {namespace + '/' if namespace else ''}{name or '<no metadata.name>'}"
+    lines = [title]
+    raw_spec = document.get("spec")
+    verdict = validate(raw_spec)
+    problems: list[str] = [] if name else ["metadata.name: is required"]
+    try:
+        spec: MigrationSpec | None = parse_spec(raw_spec)
+    except SpecError:
+        spec = None
+    findings: list[Finding] = []
+    if spec is None:
+        if isinstance(verdict, Invalid):
+            problems += list(verdict.problems)
+        # The lint still reads the steps that parse; spec-shape problems are listed above.
+        findings = [
+            f for f in lint_document(document) if f.rule != "invalid-spec"
+        ]
+    else:
+        for phase in JOB_PHASES:
+            findings += lint_steps(phase, list(spec.job_steps(phase).steps))
+    errors = [f for f in findings if f.severity == Severity.ERROR]
+    ok = not problems and not errors and not isinstance(verdict, Invalid)
+    if ok:
+        lines.append(_field("Verdict", "valid: the operator will accept it"))
+    else:
+        reason = "the spec" if problems else "lint errors"
+        lines.append(
+            _field("Verdict", f"INVALID (InvalidSpec, {reason}): the operator will run nothing")
+        )
+        lines += [f"    {problem}" for problem in problems]
+    if spec is not None:
+        lines += _describe(spec, name or "<name>", namespace, findings)
+    lines.append(_field("Lint", "" if findings else "no findings"))
+    if findings:
+        lines += [f"    {ln}" for ln in format_findings(findings).splitlines()]
+    return Plan(text="\n".join(lines), ok=ok)
+
+
+# -- the description of a parsed spec -----------------------------------------------------------
+def _field(label: str, value: str) -> str:
+    return f"  {(label + ':').ljust(12)}{value}".rstrip()
+
+
+def job_pattern(name: str, namespace: str, phase: str) -> str:
+    """The Job name the operator will use, with the attempt and uid prefix as placeholders."""
+    real = job_name(Owner(namespace or "default", name, _UID_MARK), phase, 1)
+    suffix = f"-{phase}-1-{_UID_MARK[:5]}"
+    return real[: -len(suffix)] + f"-{phase}-<attempt>-<uid5>"
+
+
+def _describe(
+    spec: MigrationSpec, name: str, namespace: str, findings: Sequence[Finding]
+) -> list[str]:
+    runner = spec.runner
+    runner_parts = [
+        f"image {runner.image or '<the operator default>'}",
+        "service account "
+        + (runner.service_account_name or "datamigration-runner (operator-managed)"),
+        f"backoffLimit {runner.backoff_limit}",
+        f"lock timeout {runner.lock_timeout_seconds}s",
+    ]
+    if runner.active_deadline_seconds is not None:
+        runner_parts.append(f"deadline {human_duration(runner.active_deadline_seconds)}")
+    if runner.allow_checksum_change:
+        runner_parts.append("allowChecksumChange")
+    lines = [
+        _field("Namespace", namespace or "<from -n or the kubeconfig context at apply time>"),
+        _field("Database", f"URL from Secret {spec.database.name}, key {spec.database.key}"),
+        _field("Runner", ", ".join(runner_parts)),
+        _field("Jobs", f"{job_pattern(name, namespace, '<phase>')} (one per phase and attempt)"),
+    ]
+    if spec.paused:
+        lines.append(_field("Paused", "spec.paused is true: nothing starts until it is resumed"))
+    if spec.abort:
+        lines.append(_field("Abort", "spec.abort is true: the operator will abort it at once"))
+    lines.append("")
+    by_step: dict[tuple[str, str], list[Finding]] = {}
+    for finding in findings:
+        by_step.setdefault((finding.phase, finding.step), []).append(finding)
+    number = 0
+    for phase in ("expand", "backfill"):
+        number += 1
+        steps = spec.expand if phase == "expand" else spec.backfill
+        lines += _job_phase(number, phase, steps, name, namespace, by_step)
+    number += 1
+    lines += [f"  {number}. codeRollout", f"       {_rollout(spec)}"]
+    number += 1
+    lines += _contract(number, spec, name, namespace, by_step)
+    lines.append("")
+    return lines
+
+
+def _job_phase(
+    number: int,
+    phase: str,
+    steps: PhaseSteps,
+    name: str,
+    namespace: str,
+    by_step: Mapping[tuple[str, str], Sequence[Finding]],
+) -> list[str]:
+    if not steps.steps:
+        return [f"  {number}. {phase}: no steps, skipped"]
+    lines = [f"  {number}. {phase} (Job {job_pattern(name, namespace, phase)})"]
+    lines += _steps(phase, steps.steps, by_step)
+    return lines
+
+
+def _steps(
+    phase: str, steps: Sequence[Step], by_step: Mapping[tuple[str, str], Sequence[Finding]]
+) -> list[str]:
+    width = max(len(s.name) for s in steps)
+    lines = []
+    for step in steps:
+        lines.append(f"       {step.name.ljust(width)}   {step.kind.ljust(8)}   {step_summary(step)}")
+        for finding in by_step.get((phase, step.name), ()):
+            lines.append(f"       {' ' * width}   lint {finding.severity.value}: {finding.rule}")
+    return lines
+
+
+def first_statement(sql: str) -> tuple[str, bool]:
+    """The first statement of a SQL text (comment lines dropped) and whether more follow.
+
+    For display only: a `;` inside a string literal may cut early, which a summary tolerates.
+    """
+    body = "\n".join(ln for ln in sql.splitlines() if not ln.strip().startswith("--"))
+    head, _, rest = body.strip().partition(";")
+    return " ".join(head.split()), bool(rest.strip())
+
+
+def step_summary(step: Step) -> str:
+    """One line saying what a step does."""
+    if isinstance(step, SqlStep):
+        statement, more = first_statement(step.sql)
+        text = statement + (" (+ more statements)" if more else "")
+        if not step.transactional:
+            text += " [non-transactional]"
+        return shorten(text, SUMMARY_WIDTH)
+    if isinstance(step, BackfillStep):
+        assignments = ", ".join(f"{col} = {expr}" for col, expr in step.set)
+        text = f"{step.table}: SET {assignments}"
+        if step.where:
+            text += f" WHERE {step.where}"
+        text = shorten(text, SUMMARY_WIDTH - 20)
+        return f"{text}; key {step.key}, batches of {step.batch_size:,}"
+    if isinstance(step, VerifyStep):
+        return shorten(f"{step.query.strip().rstrip(';')} = {step.expect}", SUMMARY_WIDTH)
+    if isinstance(step, CommandStep):
+        return shorten(f"{step.image}: {shlex.join([*step.command, *step.args])}", SUMMARY_WIDTH)
+    return step.kind
+
+
+def _rollout(spec: MigrationSpec) -> str:
+    wl, cr = spec.workload, spec.code_rollout
+    target = f"container {wl.container} of {wl.kind} {wl.name}"
+    timeout = human_duration(cr.timeout_seconds)
+    if cr.mode == "Apply":
+        return (
+            f"Apply: set {target} to {wl.image}, then prove every pod (terminating ones "
+            f"included) runs it; fails after {timeout}"
+        )
+    image = wl.image or "whatever image its next revision brings"
+    return (
+        f"Observe: wait for another actor (GitOps) to roll out {image} in {target}, then prove "
+        f"every pod runs it; fails after {timeout}"
+    )
+
+
+def _contract(
+    number: int,
+    spec: MigrationSpec,
+    name: str,
+    namespace: str,
+    by_step: Mapping[tuple[str, str], Sequence[Finding]],
+) -> list[str]:
+    contract = spec.contract
+    job_steps = spec.job_steps("contract").steps
+    if not job_steps:
+        return [f"  {number}. contract: no steps, skipped"]
+    wl, cr = spec.workload, spec.code_rollout
+    image = wl.image or "the new revision's image"
+    lines = [
+        f"  {number}. contract (Job {job_pattern(name, namespace, 'contract')})",
+        f"       gate: code-rollout proven and still true: {wl.kind} {wl.name}, container "
+        f"{wl.container}, image {image} (mode {cr.mode}, timeout {human_duration(cr.timeout_seconds)})",
+    ]
+    if contract.approval == "Manual":
+        state = "already approved in the manifest" if contract.approved else "not approved yet"
+        lines.append(
+            f"       approval: Manual ({state}): waits for `kubectl datamigration approve {name}`"
+        )
+    else:
+        lines.append("       approval: Automatic: starts as soon as the gate holds")
+    if contract.verify.steps:
+        lines.append("       verify first, in the same Job (any mismatch stops before the steps):")
+        lines += _steps("contract", contract.verify.steps, by_step)
+    if contract.steps.steps:
+        lines.append("       then:")
+        lines += _steps("contract", contract.steps.steps, by_step)
+    return lines
