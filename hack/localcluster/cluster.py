@@ -30,11 +30,17 @@ from localcluster.api import Api, ApiError
 from localcluster.kubeconfig import write_cert_kubeconfig
 from localcluster.waiting import WaitError, log_tail, wait_for
 
-# Start order; `down` stops the executor first so it can end its pods' processes itself.
+# Start order (`down` stops them in reverse, see STOP_TIERS).
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 EXECUTOR = "executor"
 ALL_PROCESSES = (*COMPONENTS, EXECUTOR)
 EXECUTOR_READY_FILE = "ready"
+STOP_TIERS: tuple[tuple[tuple[str, ...], float], ...] = (
+    ((EXECUTOR,), 15.0),  # it ends its pods' processes itself first
+    (("kwok", "kube-scheduler", "kube-controller-manager"), 10.0),
+    (("kube-apiserver",), 10.0),
+    (("etcd",), 10.0),
+)
 
 
 class ClusterError(RuntimeError):
@@ -151,17 +157,21 @@ def status() -> str:
 
 def _stop_all(state: paths.StatePaths) -> None:
     records = processes.read_records(state.pids)
-    executor = [r for r in records if r.name == EXECUTOR]
-    others = [r for r in records if r.name != EXECUTOR]
-    left = processes.stop(executor, grace=15.0)
-    left += processes.stop(others)
+    left: list[processes.ProcessRecord] = []
+    # Reverse dependency order: each tier exits cleanly while what it talks to still runs (an
+    # apiserver whose etcd is gone, or an etcd with live clients, stalls its own shutdown).
+    for tier, grace in STOP_TIERS:
+        left += processes.stop([r for r in records if r.name in tier], grace=grace)
+    left += processes.stop([r for r in records if not any(r.name in t for t, _ in STOP_TIERS)])
     # Whatever a pid file missed (a crash between start and record, a pod process whose executor
     # died): anything still carrying our owner mark.
-    left += processes.stop(processes.sweep(state.root))
+    strays = processes.sweep(state.root)
+    left += processes.stop(strays)
     left += processes.sweep(state.root)
     if left:
         pids = ", ".join(f"{r.name} ({r.pid})" for r in left)
         raise ClusterError(f"processes of the local cluster survived SIGKILL: {pids}")
+    processes.wait_reaped([*records, *strays])
     for pid_file in state.pids.glob("*.pid") if state.pids.is_dir() else ():
         pid_file.unlink()
     state.state_file.unlink(missing_ok=True)

@@ -190,3 +190,20 @@ def stop(records: Iterable[ProcessRecord], *, grace: float = 10.0) -> list[Proce
     for record in left:
         _signal(record, signal.SIGKILL)
     return _wait_gone(left, 5.0)
+
+
+def wait_reaped(records: Iterable[ProcessRecord], timeout: float = 10.0) -> list[ProcessRecord]:
+    """Wait until dead processes have left the process table; returns the lingering zombies.
+
+    A process whose starter has exited is reaped by init, which may take a moment: until then it
+    shows up in `ps`/`pgrep` as <defunct>, though it runs no more.
+    """
+    records = list(records)
+    deadline = time.monotonic() + timeout
+    while True:
+        for record in records:
+            _reap(record.pid)
+        left = [r for r in records if start_time_of(r.pid) == r.start_time]
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)

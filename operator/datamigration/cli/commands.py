@@ -216,8 +216,11 @@ def approve(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int
         )
     _say(out, f"Next: {nxt}.")
     if _spec(obj).get("paused") is True:
-        _say(out, f"Note: it is paused; resume it first: kubectl datamigration resume "
-                  f"{_ref(name, namespace)}")
+        _say(
+            out,
+            f"Note: it is paused; resume it first: kubectl datamigration resume "
+            f"{_ref(name, namespace)}",
+        )
     if phase in ("Failed", "Invalid"):
         _say(out, f"Note: it is {phase}; the approval applies once that is resolved.")
     _say(out, f"Follow it with: kubectl datamigration status {_ref(name, namespace)} --watch")
@@ -339,9 +342,7 @@ def retry(
         )
     failed = next((p for p in PHASES if _record(obj, p).get("state") == "Failed"), None)
     token = retry_token(now())
-    api.patch_migration(
-        namespace, name, {"metadata": {"annotations": {RETRY_ANNOTATION: token}}}
-    )
+    api.patch_migration(namespace, name, {"metadata": {"annotations": {RETRY_ANNOTATION: token}}})
     _say(out, f'datamigration "{name}" retry requested ({RETRY_ANNOTATION}: {token})')
     if failed == "codeRollout":
         nxt = "the operator re-arms code-rollout and waits for the rollout proof again"

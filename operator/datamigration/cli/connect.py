@@ -176,7 +176,7 @@ _ERRNO = re.compile(r"\[Errno -?\d+\]\s*(.+?)['\")]*$")
 def unreachable(target: Target, exc: BaseException) -> CliError:
     """The one line for a network failure (refused, timeout, TLS, DNS) talking to the API."""
     reason: object = getattr(exc, "reason", None) or exc
-    text = first_line(reason if isinstance(reason, BaseException) else exc)
+    text = " ".join(str(reason).split()) or type(exc).__name__
     errno = _ERRNO.search(text)
     if errno:
         text = errno.group(1)

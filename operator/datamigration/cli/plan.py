@@ -21,13 +21,13 @@ from datamigration.cli.render import human_duration, shorten
 from datamigration.core.decide import Invalid
 from datamigration.core.errors import SpecError
 from datamigration.core.jobs import Owner, job_name
-from datamigration.core.spec import JOB_PHASES, MigrationSpec, PhaseSteps, parse_spec
+from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec, PhaseSteps, parse_spec
 from datamigration.core.steps import BackfillStep, CommandStep, SqlStep, Step, VerifyStep
 from datamigration.core.validate import validate
 from datamigration.lint import Finding, Severity, format_findings, lint_document, lint_steps
 
 KIND = "DataMigration"
-SUMMARY_WIDTH = 72
+SUMMARY_WIDTH = 80
 _UID_MARK = "@@uid@@"
 
 
@@ -51,7 +51,8 @@ def load_documents(path: str) -> list[Mapping[str, Any]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""
-        raise CliError(f"{path} is not valid YAML: {getattr(exc, 'problem', None) or exc}{line}")
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise CliError(f"{path} is not valid YAML: {problem}{line}") from None
     return [d if isinstance(d, Mapping) else {} for d in documents]
 
 
@@ -68,9 +69,7 @@ def plan_file(path: str) -> Plan:
         skipped = len(documents) - len(migrations)
         head += f" (ignored {skipped} other document{'' if skipped == 1 else 's'}: "
         head += f"{', '.join(others)})"
-    return Plan(
-        text="\n\n".join([head, *(b.text for b in blocks)]), ok=all(b.ok for b in blocks)
-    )
+    return Plan(text="\n\n".join([head, *(b.text for b in blocks)]), ok=all(b.ok for b in blocks))
 
 
 def plan_migration(document: Mapping[str, Any]) -> Plan:
@@ -93,9 +92,7 @@ def plan_migration(document: Mapping[str, Any]) -> Plan:
         if isinstance(verdict, Invalid):
             problems += list(verdict.problems)
         # The lint still reads the steps that parse; spec-shape problems are listed above.
-        findings = [
-            f for f in lint_document(document) if f.rule != "invalid-spec"
-        ]
+        findings = [f for f in lint_document(document) if f.rule != "invalid-spec"]
     else:
         for phase in JOB_PHASES:
             findings += lint_steps(phase, list(spec.job_steps(phase).steps))
@@ -129,6 +126,30 @@ def job_pattern(name: str, namespace: str, phase: str) -> str:
     return real[: -len(suffix)] + f"-{phase}-<attempt>-<uid5>"
 
 
+@dataclass(frozen=True)
+class _Doc:
+    """What every part of one migration's description needs."""
+
+    name: str
+    namespace: str
+    findings: Mapping[tuple[str, str], Sequence[Finding]]  # by (phase, step)
+    width: int  # of the step-name column
+
+    def job(self, phase: str) -> str:
+        return job_pattern(self.name, self.namespace, phase)
+
+    def steps(self, phase: str, steps: Sequence[Step]) -> list[str]:
+        lines = []
+        for step in steps:
+            head = f"       {step.name.ljust(self.width)}   {step.kind.ljust(8)}   "
+            lines.append(head + step_summary(step))
+            for finding in self.findings.get((phase, step.name), ()):
+                lines.append(
+                    f"       {' ' * self.width}   lint {finding.severity.value}: {finding.rule}"
+                )
+        return lines
+
+
 def _describe(
     spec: MigrationSpec, name: str, namespace: str, findings: Sequence[Finding]
 ) -> list[str]:
@@ -144,89 +165,71 @@ def _describe(
         runner_parts.append(f"deadline {human_duration(runner.active_deadline_seconds)}")
     if runner.allow_checksum_change:
         runner_parts.append("allowChecksumChange")
+    by_step: dict[tuple[str, str], list[Finding]] = {}
+    for finding in findings:
+        by_step.setdefault((finding.phase, finding.step), []).append(finding)
+    all_steps = [s for p in JOB_PHASES for s in spec.job_steps(p).steps]
+    doc = _Doc(name, namespace, by_step, max((len(s.name) for s in all_steps), default=0))
     lines = [
         _field("Namespace", namespace or "<from -n or the kubeconfig context at apply time>"),
         _field("Database", f"URL from Secret {spec.database.name}, key {spec.database.key}"),
         _field("Runner", ", ".join(runner_parts)),
-        _field("Jobs", f"{job_pattern(name, namespace, '<phase>')} (one per phase and attempt)"),
+        _field("Jobs", f"{doc.job('<phase>')} (one per phase and attempt)"),
     ]
     if spec.paused:
         lines.append(_field("Paused", "spec.paused is true: nothing starts until it is resumed"))
     if spec.abort:
         lines.append(_field("Abort", "spec.abort is true: the operator will abort it at once"))
     lines.append("")
-    by_step: dict[tuple[str, str], list[Finding]] = {}
-    for finding in findings:
-        by_step.setdefault((finding.phase, finding.step), []).append(finding)
-    number = 0
-    for phase in ("expand", "backfill"):
-        number += 1
-        steps = spec.expand if phase == "expand" else spec.backfill
-        lines += _job_phase(number, phase, steps, name, namespace, by_step)
-    number += 1
-    lines += [f"  {number}. codeRollout", f"       {_rollout(spec)}"]
-    number += 1
-    lines += _contract(number, spec, name, namespace, by_step)
+    lines += _job_phase(doc, "expand", spec.expand)
+    lines += _job_phase(doc, "backfill", spec.backfill)
+    lines += [f"  {_number('codeRollout')}. codeRollout", f"       {_rollout(spec)}"]
+    lines += _contract(doc, spec)
     lines.append("")
     return lines
 
 
-def _job_phase(
-    number: int,
-    phase: str,
-    steps: PhaseSteps,
-    name: str,
-    namespace: str,
-    by_step: Mapping[tuple[str, str], Sequence[Finding]],
-) -> list[str]:
+def _number(phase: str) -> int:
+    return PHASES.index(phase) + 1
+
+
+def _job_phase(doc: _Doc, phase: str, steps: PhaseSteps) -> list[str]:
+    number = _number(phase)
     if not steps.steps:
         return [f"  {number}. {phase}: no steps, skipped"]
-    lines = [f"  {number}. {phase} (Job {job_pattern(name, namespace, phase)})"]
-    lines += _steps(phase, steps.steps, by_step)
-    return lines
+    return [f"  {number}. {phase} (Job {doc.job(phase)})", *doc.steps(phase, steps.steps)]
 
 
-def _steps(
-    phase: str, steps: Sequence[Step], by_step: Mapping[tuple[str, str], Sequence[Finding]]
-) -> list[str]:
-    width = max(len(s.name) for s in steps)
-    lines = []
-    for step in steps:
-        lines.append(f"       {step.name.ljust(width)}   {step.kind.ljust(8)}   {step_summary(step)}")
-        for finding in by_step.get((phase, step.name), ()):
-            lines.append(f"       {' ' * width}   lint {finding.severity.value}: {finding.rule}")
-    return lines
+def first_statement(sql: str) -> tuple[str, int]:
+    """The first statement of a SQL text (comment lines dropped) and how many follow it.
 
-
-def first_statement(sql: str) -> tuple[str, bool]:
-    """The first statement of a SQL text (comment lines dropped) and whether more follow.
-
-    For display only: a `;` inside a string literal may cut early, which a summary tolerates.
+    For display only: a `;` inside a string literal miscounts, which a summary tolerates.
     """
     body = "\n".join(ln for ln in sql.splitlines() if not ln.strip().startswith("--"))
-    head, _, rest = body.strip().partition(";")
-    return " ".join(head.split()), bool(rest.strip())
+    statements = [" ".join(part.split()) for part in body.split(";")]
+    statements = [st for st in statements if st]
+    return (statements[0] if statements else ""), max(0, len(statements) - 1)
 
 
-def step_summary(step: Step) -> str:
-    """One line saying what a step does."""
+def step_summary(step: Step, width: int = SUMMARY_WIDTH) -> str:
+    """One line saying what a step does, at most about `width` characters."""
     if isinstance(step, SqlStep):
         statement, more = first_statement(step.sql)
-        text = statement + (" (+ more statements)" if more else "")
+        suffix = f" (+{more} more statement{'' if more == 1 else 's'})" if more else ""
         if not step.transactional:
-            text += " [non-transactional]"
-        return shorten(text, SUMMARY_WIDTH)
+            suffix += " [non-transactional]"
+        return shorten(statement, width - len(suffix)) + suffix
     if isinstance(step, BackfillStep):
-        assignments = ", ".join(f"{col} = {expr}" for col, expr in step.set)
-        text = f"{step.table}: SET {assignments}"
+        suffix = f"; key {step.key}, batches of {step.batch_size:,}"
+        text = f"{step.table} SET " + ", ".join(f"{col} = {expr}" for col, expr in step.set)
         if step.where:
             text += f" WHERE {step.where}"
-        text = shorten(text, SUMMARY_WIDTH - 20)
-        return f"{text}; key {step.key}, batches of {step.batch_size:,}"
+        return shorten(text, width - len(suffix)) + suffix
     if isinstance(step, VerifyStep):
-        return shorten(f"{step.query.strip().rstrip(';')} = {step.expect}", SUMMARY_WIDTH)
+        suffix = f" -> expect {step.expect}"
+        return shorten(step.query.strip().rstrip(";"), width - len(suffix)) + suffix
     if isinstance(step, CommandStep):
-        return shorten(f"{step.image}: {shlex.join([*step.command, *step.args])}", SUMMARY_WIDTH)
+        return shorten(f"{step.image}: {shlex.join([*step.command, *step.args])}", width)
     return step.kind
 
 
@@ -246,35 +249,30 @@ def _rollout(spec: MigrationSpec) -> str:
     )
 
 
-def _contract(
-    number: int,
-    spec: MigrationSpec,
-    name: str,
-    namespace: str,
-    by_step: Mapping[tuple[str, str], Sequence[Finding]],
-) -> list[str]:
+def _contract(doc: _Doc, spec: MigrationSpec) -> list[str]:
     contract = spec.contract
+    number = _number("contract")
     job_steps = spec.job_steps("contract").steps
     if not job_steps:
         return [f"  {number}. contract: no steps, skipped"]
     wl, cr = spec.workload, spec.code_rollout
     image = wl.image or "the new revision's image"
+    timeout = human_duration(cr.timeout_seconds)
     lines = [
-        f"  {number}. contract (Job {job_pattern(name, namespace, 'contract')})",
+        f"  {number}. contract (Job {doc.job('contract')})",
         f"       gate: code-rollout proven and still true: {wl.kind} {wl.name}, container "
-        f"{wl.container}, image {image} (mode {cr.mode}, timeout {human_duration(cr.timeout_seconds)})",
+        f"{wl.container}, image {image} (mode {cr.mode}, timeout {timeout})",
     ]
     if contract.approval == "Manual":
         state = "already approved in the manifest" if contract.approved else "not approved yet"
-        lines.append(
-            f"       approval: Manual ({state}): waits for `kubectl datamigration approve {name}`"
-        )
+        command = f"kubectl datamigration approve {doc.name}"
+        lines.append(f"       approval: Manual ({state}): waits for `{command}`")
     else:
         lines.append("       approval: Automatic: starts as soon as the gate holds")
     if contract.verify.steps:
-        lines.append("       verify first, in the same Job (any mismatch stops before the steps):")
-        lines += _steps("contract", contract.verify.steps, by_step)
+        lines.append("       verify first (a mismatch stops the contract before any step runs):")
+        lines += doc.steps("contract", contract.verify.steps)
     if contract.steps.steps:
         lines.append("       then:")
-        lines += _steps("contract", contract.steps.steps, by_step)
+        lines += doc.steps("contract", contract.steps.steps)
     return lines

@@ -147,7 +147,8 @@ def render_list(items: Sequence[JSON], now: datetime, *, all_namespaces: bool = 
         headers.insert(0, "NAMESPACE")
     rows = []
     ordered = sorted(
-        items, key=lambda o: (str(_get(o, "metadata", "namespace")), str(_get(o, "metadata", "name")))
+        items,
+        key=lambda o: (str(_get(o, "metadata", "namespace")), str(_get(o, "metadata", "name"))),
     )
     for obj in ordered:
         ready = condition(obj, "Ready") or {}
@@ -198,9 +199,11 @@ def _contract_line(spec: JSON) -> str | None:
     approval = contract.get("approval") or "Manual"
     verify = contract.get("verify") or []
     steps = contract.get("steps") or []
-    parts = [f"{len(steps)} step(s)", f"{len(verify)} verify quer{'y' if len(verify) == 1 else 'ies'}"]
+    queries = "query" if len(verify) == 1 else "queries"
+    parts = [f"{len(steps)} step(s)", f"{len(verify)} verify {queries}"]
     if approval == "Manual":
-        parts.append("approval Manual: " + ("approved" if contract.get("approved") else "not approved"))
+        approved = "approved" if contract.get("approved") else "not approved"
+        parts.append(f"approval Manual: {approved}")
     else:
         parts.append("approval Automatic")
     return ", ".join(parts)
@@ -243,27 +246,30 @@ def render_progress(progress: JSON, now: datetime) -> list[str]:
     if progress.get("updatedAt"):
         head += f" (updated {age(progress.get('updatedAt'), now)} ago)"
     lines = [_field("Progress", head)]
-    percent = progress.get("percent")
-    estimated = progress.get("rowsEstimated")
-    done = progress.get("rowsDone")
-    has_rows = isinstance(estimated, int) and estimated > 0
-    if has_rows or (isinstance(percent, int) and percent > 0):
-        pct = percent if isinstance(percent, int) else 0
-        if not isinstance(percent, int) and has_rows and isinstance(done, int):
-            pct = min(100, done * 100 // int(estimated))
-        bar = [progress_bar(pct)]
-        if has_rows or isinstance(done, int):
-            bar.append(f"{count(done)}/{count(estimated)} rows")
-        rate = progress.get("rowsPerSecond")
-        if isinstance(rate, int) and rate > 0:
-            bar.append(f"{count(rate)} rows/s")
-            if has_rows and isinstance(done, int) and estimated > done:
-                bar.append(f"~{human_duration((int(estimated) - done) / rate)} left")
-        batch = progress.get("batchSize")
-        if isinstance(batch, int) and batch > 0:
-            bar.append(f"batch {count(batch)}")
-        lines.append("  " + "   ".join(bar))
+    percent = _int(progress.get("percent"))
+    estimated = _int(progress.get("rowsEstimated"))
+    done = _int(progress.get("rowsDone"))
+    if not estimated and not percent:
+        return lines  # a step without a row count: step i/n says it all
+    if percent is None and estimated and done is not None:
+        percent = min(100, done * 100 // estimated)
+    bar = [progress_bar(percent or 0)]
+    if estimated or done is not None:
+        bar.append(f"{count(done)}/{count(estimated)} rows")
+    rate = _int(progress.get("rowsPerSecond"))
+    if rate:
+        bar.append(f"{count(rate)} rows/s")
+        if estimated and done is not None and estimated > done:
+            bar.append(f"~{human_duration((estimated - done) / rate)} left")
+    batch = _int(progress.get("batchSize"))
+    if batch:
+        bar.append(f"batch {count(batch)}")
+    lines.append("  " + "   ".join(bar))
     return lines
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def render_rollout(rollout: JSON) -> list[str]:
@@ -317,9 +323,7 @@ def event_time(event: JSON) -> str:
 
 def recent_events(events: Sequence[JSON], uid: str | None, limit: int = MAX_EVENTS) -> list[JSON]:
     """This object's Events (a same-named predecessor's are dropped by uid), oldest first."""
-    mine = [
-        e for e in events if not uid or _get(e, "involvedObject", "uid") in (None, "", uid)
-    ]
+    mine = [e for e in events if not uid or _get(e, "involvedObject", "uid") in (None, "", uid)]
     mine.sort(key=lambda e: parse_time(event_time(e)) or datetime.min.replace(tzinfo=UTC))
     return mine[-limit:] if limit > 0 else []
 
@@ -334,8 +338,12 @@ def render_events(events: Sequence[JSON], now: datetime) -> list[str]:
         if isinstance(times, int) and times > 1:
             when += f" (x{times})"
         rows.append(
-            [when, str(event.get("type", "")), str(event.get("reason", "")),
-             " ".join(str(event.get("message", "")).split())]
+            [
+                when,
+                str(event.get("type", "")),
+                str(event.get("reason", "")),
+                " ".join(str(event.get("message", "")).split()),
+            ]
         )
     return ["Events:", table(["AGE", "TYPE", "REASON", "MESSAGE"], rows, "  ")]
 

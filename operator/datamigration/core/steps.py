@@ -36,12 +36,13 @@ DEFAULT_BATCH_SIZE = 5000
 MAX_BATCH_SIZE = 1_000_000
 DEFAULT_TARGET_BATCH_MILLISECONDS = 30
 MAX_TARGET_BATCH_MILLISECONDS = 60_000
-MAX_PAUSE_MILLISECONDS = 3_600_000
+MAX_PAUSE_MILLISECONDS = 600_000
 
 _STEP_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # Unquoted SQL identifiers only: the runner quotes them, and nothing else can be smuggled in.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_IDENTIFIER = 63
+_ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 
 
 @dataclass(frozen=True)
@@ -118,12 +119,18 @@ class CommandStep(Step):
     """A container the operator runs as its own Job (e.g. a framework's migration tool)."""
 
     image: str
-    command: tuple[str, ...] = ()
+    command: tuple[str, ...]
     args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()  # (name, value), in the order written
     kind: ClassVar[str] = "command"
 
     def definition(self) -> dict[str, Any]:
-        return {"image": self.image, "command": list(self.command), "args": list(self.args)}
+        return {
+            "image": self.image,
+            "command": list(self.command),
+            "args": list(self.args),
+            "env": [list(pair) for pair in self.env],
+        }
 
 
 def parse_steps(raw: object, field_path: str) -> list[Step]:
@@ -249,12 +256,28 @@ def _parse_verify(name: str, body: object, path: str) -> VerifyStep:
 
 
 def _parse_command(name: str, body: object, path: str) -> CommandStep:
-    fields = _mapping(body, path, {"image", "command", "args"})
+    fields = _mapping(body, path, {"image", "command", "args", "env"})
+    command = _string_list(fields.get("command"), f"{path}.command")
+    if not command:
+        raise SpecError(f"{path}.command", "must be a non-empty list of strings")
+    raw_env = fields.get("env", [])
+    if not isinstance(raw_env, list):
+        raise SpecError(f"{path}.env", "must be a list of {name, value}")
+    env: list[tuple[str, str]] = []
+    for index, item in enumerate(raw_env):
+        entry = _mapping(item, f"{path}.env[{index}]", {"name", "value"})
+        env.append(
+            (
+                _env_name(entry.get("name"), f"{path}.env[{index}].name"),
+                _string(entry.get("value"), f"{path}.env[{index}].value"),
+            )
+        )
     return CommandStep(
         name=name,
         image=_text(fields.get("image"), f"{path}.image"),
-        command=_string_list(fields.get("command", []), f"{path}.command"),
+        command=command,
         args=_string_list(fields.get("args", []), f"{path}.args"),
+        env=tuple(env),
     )
 
 
@@ -284,6 +307,18 @@ def _step_name(value: object, path: str) -> str:
 def _text(value: object, path: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise SpecError(path, "must be a non-empty string")
+    return value
+
+
+def _string(value: object, path: str) -> str:
+    if not isinstance(value, str):
+        raise SpecError(path, "must be a string")
+    return value
+
+
+def _env_name(value: object, path: str) -> str:
+    if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
+        raise SpecError(path, "must be an environment variable name such as APP_ENV")
     return value
 
 

@@ -11,6 +11,7 @@ rejects; those statements come out as `unparseable-sql`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,11 +114,34 @@ def lint_document(document: Mapping[str, Any], *, source: str = "") -> list[Find
             continue
         try:
             steps = parse_steps(section.get("steps"), f"spec.{phase}.steps")
+            if phase == "contract":  # the CRD's spec.contract.verify: checks before contract
+                steps = _contract_verify(section.get("verify")) + steps
         except SpecError as exc:
             findings += invalid(str(exc), phase)
             continue
         findings += lint_steps(phase, steps, migration=migration, source=source)
     return findings
+
+
+def _contract_verify(raw: object) -> list[Step]:
+    """`spec.contract.verify` ([{name, query, expect}]) as verify steps."""
+    if raw is None:
+        return []
+    path = "spec.contract.verify"
+    if not isinstance(raw, list):
+        raise SpecError(path, "must be a list of {name, query, expect}")
+    as_steps: list[object] = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, Mapping):
+            raise SpecError(f"{path}[{index}]", "must be a mapping with name, query and expect")
+        as_steps.append(
+            {"name": item.get("name"), "verify": {k: v for k, v in item.items() if k != "name"}}
+        )
+    try:
+        return parse_steps(as_steps, path)
+    except SpecError as exc:  # name the field as written: verify[0].query, not verify[0].verify.query
+        field = re.sub(r"^(spec\.contract\.verify\[\d+\])\.verify\b", r"\1", exc.field)
+        raise SpecError(field, exc.message) from None
 
 
 def lint_file(path: str | Path) -> list[Finding]:

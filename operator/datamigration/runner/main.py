@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one phase (expand, backfill or contract) of a DataMigration's steps.",
     )
     parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["run"],
+        default="run",
+        help="what to do: run the plan's steps (the default and only command)",
+    )
+    parser.add_argument(
         "--plan",
         metavar="FILE",
         help="the plan as a JSON or YAML file (default: $DATAMIGRATION_PLAN, JSON)",
