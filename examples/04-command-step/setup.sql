@@ -1,3 +1,3 @@
 CREATE TABLE legacy_audit (at timestamptz NOT NULL, actor text NOT NULL, action text NOT NULL);
-INSERT INTO legacy_audit SELECT now() - i * interval '1 minute', 'user' || (i % 7), 'login'
+INSERT INTO legacy_audit SELECT now() - i * interval '1 minute', 'user' || mod(i, 7), 'login'
 FROM generate_series(1, 300) AS i;

@@ -139,6 +139,27 @@ def down() -> None:
         _stop_all(state)
 
 
+def restart_executor(*, kill: bool = False) -> None:
+    """Replace the running job-pod executor with a fresh one (SIGKILL first if `kill`).
+
+    For working on the executor, and for testing that a new executor settles the pods its
+    predecessor was running. The rest of the cluster is left alone.
+    """
+    state = paths.state_paths()
+    with _locked(state):
+        data = _read_state(state)
+        if data is None or not _is_up(state):
+            raise ClusterError("the local cluster is not up")
+        old = [r for r in processes.read_records(state.pids) if r.name == EXECUTOR]
+        if kill:
+            for record in old:
+                processes.kill(record)
+        if processes.stop(old, grace=15.0):
+            raise ClusterError("the old executor survived SIGKILL")
+        lay = cp.Layout(Path(data["bin_dir"]), state, pki.Pki(state.pki), cp.Ports(**data["ports"]))
+        _await_executor(state, _launch_executor(state, lay), timeout=60.0)
+
+
 def status() -> str:
     """A human summary: each process alive or not, the apiserver address, the kubeconfig."""
     state = paths.state_paths()
@@ -256,16 +277,11 @@ def _start(state: paths.StatePaths, bin_dir: Path, timeout: float) -> Cluster:
     kcm = launch("kube-controller-manager", cp.controller_manager_argv(lay))
     scheduler = launch("kube-scheduler", cp.scheduler_argv(lay))
     kwok = launch("kwok", cp.kwok_argv(lay))
-    executor_env = _component_env()
-    executor_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(paths.REPO_ROOT / "hack"), executor_env.get("PYTHONPATH", "")) if p
-    )
-    executor = launch(EXECUTOR, cp.executor_argv(lay), executor_env)
+    executor = _launch_executor(state, lay)
     await_healthy("kube-controller-manager", kcm, lambda: cp.controller_manager_healthy(lay))
     await_healthy("kube-scheduler", scheduler, lambda: cp.scheduler_healthy(lay))
     await_healthy("kwok", kwok, lambda: cp.kwok_healthy(lay))
-    ready_file = state.executor / EXECUTOR_READY_FILE
-    await_healthy(EXECUTOR, executor, lambda: ready_file.read_text().strip() == str(executor.pid))
+    _await_executor(state, executor, remaining())
 
     api = Api(state.kubeconfig)
     try:
@@ -285,6 +301,38 @@ def _start(state: paths.StatePaths, bin_dir: Path, timeout: float) -> Cluster:
     data = {"bin_dir": str(bin_dir), "server": server, "ports": lay.ports.as_dict()}
     state.state_file.write_text(json.dumps(data, indent=2) + "\n")
     return _handle(state, data)
+
+
+def _launch_executor(state: paths.StatePaths, lay: cp.Layout) -> processes.ProcessRecord:
+    env = _component_env()
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(paths.REPO_ROOT / "hack"), env.get("PYTHONPATH", "")) if p
+    )
+    return processes.start(
+        EXECUTOR,
+        cp.executor_argv(lay),
+        log_path=state.logs / f"{EXECUTOR}.log",
+        pid_dir=state.pids,
+        state_dir=state.root,
+        env=env,
+        cwd=paths.REPO_ROOT,
+    )
+
+
+def _await_executor(
+    state: paths.StatePaths, record: processes.ProcessRecord, timeout: float
+) -> None:
+    ready_file = state.executor / EXECUTOR_READY_FILE
+    try:
+        wait_for(
+            "the job-pod executor to watch pods",
+            lambda: ready_file.read_text().strip() == str(record.pid),
+            timeout=timeout,
+            still_possible=lambda: processes.is_alive(record),
+            diagnostics=lambda: log_tail(state.logs / f"{EXECUTOR}.log"),
+        )
+    except WaitError as exc:
+        raise ClusterError(str(exc)) from None
 
 
 def _has_default_service_account(api: Api) -> bool:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from localcluster import names, paths
-from localcluster.pki import Pki
+from localcluster.pki import FRONT_PROXY_CLIENT, Pki
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,14 @@ def apiserver_argv(lay: Layout) -> list[str]:
         f"--tls-private-key-file={pki.serving_key}",
         f"--client-ca-file={pki.ca_cert}",
         "--authorization-mode=Node,RBAC",
+        # Request-header (front-proxy) authentication, as kubeadm configures it.
+        f"--requestheader-client-ca-file={pki.front_proxy_ca_cert}",
+        f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-username-headers=X-Remote-User",
+        f"--proxy-client-cert-file={pki.front_proxy_client_cert}",
+        f"--proxy-client-key-file={pki.front_proxy_client_key}",
         # The defaults (ServiceAccount, NamespaceLifecycle, PodSecurity, ...) plus kubeadm's extra.
         "--enable-admission-plugins=NodeRestriction",
         f"--service-account-issuer={names.SERVICE_ACCOUNT_ISSUER}",

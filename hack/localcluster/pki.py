@@ -4,7 +4,9 @@ One CA signs: the apiserver's serving certificate (valid for 127.0.0.1, localhos
 names of the `kubernetes` Service), and one client certificate per identity that talks to the
 apiserver: the admin (`system:masters`), the controller-manager and the scheduler (their own
 bootstrap RBAC users, as kubeadm sets them up). A separate RSA key pair signs and verifies
-service-account tokens, so TokenRequest works.
+service-account tokens, so TokenRequest works. A second CA, as in kubeadm, signs only the
+apiserver's front-proxy client (the request-header authentication the controller-manager and
+scheduler expect to find configured).
 
 Guarantee: `ensure_pki` is idempotent; it regenerates everything only if a file is missing.
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 from localcluster import names
 
 DAYS = "3650"
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,22 @@ class Pki:
         return self.directory / "apiserver.key"
 
     @property
+    def front_proxy_ca_cert(self) -> Path:
+        return self.directory / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_ca_key(self) -> Path:
+        return self.directory / "front-proxy-ca.key"
+
+    @property
+    def front_proxy_client_cert(self) -> Path:
+        return self.directory / "front-proxy-client.crt"
+
+    @property
+    def front_proxy_client_key(self) -> Path:
+        return self.directory / "front-proxy-client.key"
+
+    @property
     def sa_key(self) -> Path:
         return self.directory / "sa.key"
 
@@ -75,7 +94,8 @@ class Pki:
 
     def all_files(self) -> list[Path]:
         files = [self.ca_cert, self.ca_key, self.serving_cert, self.serving_key]
-        files += [self.sa_key, self.sa_pub]
+        files += [self.sa_key, self.sa_pub, self.front_proxy_ca_cert, self.front_proxy_ca_key]
+        files += [self.front_proxy_client_cert, self.front_proxy_client_key]
         for who in CLIENTS:
             files += [self.client_cert(who), self.client_key(who)]
         return files
@@ -92,16 +112,26 @@ def _ec_key(path: Path) -> None:
     path.chmod(0o600)
 
 
-def _sign(pki: Pki, key: Path, cert: Path, subject: str, extensions: str) -> None:
+def _sign(ca: tuple[Path, Path], key: Path, cert: Path, subject: str, extensions: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         csr, ext = Path(tmp) / "req.csr", Path(tmp) / "ext.cnf"
         ext.write_text(extensions)
         _openssl("req", "-new", "-key", str(key), "-subj", subject, "-out", str(csr))
         _openssl(
-            "x509", "-req", "-in", str(csr), "-CA", str(pki.ca_cert), "-CAkey", str(pki.ca_key),
+            "x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
             "-set_serial", f"0x{secrets.token_hex(8)}", "-days", DAYS,
             "-extfile", str(ext), "-out", str(cert),
         )  # fmt: skip
+
+
+def _ca(cert: Path, key: Path, name: str) -> None:
+    _ec_key(key)
+    _openssl(
+        "req", "-x509", "-new", "-key", str(key), "-subj", f"/CN={name}",
+        "-days", DAYS, "-out", str(cert),
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+    )  # fmt: skip
 
 
 def ensure_pki(directory: Path) -> Pki:
@@ -112,13 +142,17 @@ def ensure_pki(directory: Path) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
 
-    _ec_key(pki.ca_key)
-    _openssl(
-        "req", "-x509", "-new", "-key", str(pki.ca_key), "-subj", "/CN=localcluster-ca",
-        "-days", DAYS, "-out", str(pki.ca_cert),
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-    )  # fmt: skip
+    _ca(pki.ca_cert, pki.ca_key, "localcluster-ca")
+    _ca(pki.front_proxy_ca_cert, pki.front_proxy_ca_key, "localcluster-front-proxy-ca")
+    _ec_key(pki.front_proxy_client_key)
+    _sign(
+        (pki.front_proxy_ca_cert, pki.front_proxy_ca_key),
+        pki.front_proxy_client_key,
+        pki.front_proxy_client_cert,
+        f"/CN={FRONT_PROXY_CLIENT}",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=clientAuth\n",
+    )
 
     sans = [
         f"IP:{names.HOST}",
@@ -131,7 +165,7 @@ def ensure_pki(directory: Path) -> Pki:
     ]
     _ec_key(pki.serving_key)
     _sign(
-        pki,
+        (pki.ca_cert, pki.ca_key),
         pki.serving_key,
         pki.serving_cert,
         "/CN=kube-apiserver",
@@ -143,7 +177,7 @@ def ensure_pki(directory: Path) -> Pki:
         subject = "".join(f"/O={group}" for group in who.groups) + f"/CN={who.user}"
         _ec_key(pki.client_key(who))
         _sign(
-            pki,
+            (pki.ca_cert, pki.ca_key),
             pki.client_key(who),
             pki.client_cert(who),
             subject,

@@ -28,6 +28,10 @@ class ContainerConfigError(Exception):
     """The container's configuration cannot be resolved (CreateContainerConfigError)."""
 
 
+class NoCommandError(Exception):
+    """The container has no `command`: its image's entrypoint would run, which we cannot know."""
+
+
 def expand(text: str, *mappings: Mapping[str, str]) -> str:
     """Kubernetes `$(VAR)` expansion (k8s.io/kubernetes third_party/forked/golang/expansion)."""
     out: list[str] = []
@@ -164,7 +168,7 @@ def command_line(container: JSON, env: Mapping[str, str]) -> list[str]:
     command = [expand(part, env) for part in container.get("command", []) or []]
     args = [expand(part, env) for part in container.get("args", []) or []]
     if not command:
-        raise ContainerConfigError(
+        raise NoCommandError(
             "the local executor ignores images, so it needs an explicit `command` "
             "(the image's entrypoint is not known here)"
         )

@@ -43,7 +43,13 @@ from localcluster import podstatus as ps
 from localcluster import processes
 from localcluster.api import STRATEGIC_MERGE_PATCH, Api, ApiError
 from localcluster.kubeconfig import write_token_kubeconfig
-from localcluster.podenv import ContainerConfigError, Lookup, command_line, resolve_env
+from localcluster.podenv import (
+    ContainerConfigError,
+    Lookup,
+    NoCommandError,
+    command_line,
+    resolve_env,
+)
 from localcluster.podenv import decode_secret_data as decode
 
 JSON = dict[str, Any]
@@ -191,6 +197,8 @@ class PodWorker(threading.Thread):
     def _live(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = self.ctx.log
+        # A previous executor may have started a process for this pod just before it died.
+        processes.stop(processes.read_records(self.workdir / "pids"), grace=2.0)
         image_note = ", ".join(f"{c['name']}={c.get('image', '')}" for c in self._all_containers())
         log.info(
             "pod %s: running on %s as local processes (images ignored: %s)",
@@ -347,9 +355,6 @@ class PodWorker(threading.Thread):
         return self.ctx.pod_logs / f"{self.namespace}_{self.pod_name}_{container['name']}.log"
 
     def _start(self, container: JSON, kubeconfig: Path | None, previous: Run | None) -> Run:
-        argv, env = self._with_config_retry(
-            container, lambda: self._environment(container, kubeconfig)
-        )
         log_path = self._log_path(container)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = log_path.stat().st_size if log_path.exists() else 0
@@ -357,6 +362,16 @@ class PodWorker(threading.Thread):
         if previous is not None:
             run.restart_count = previous.restart_count + 1
             run.last_state = previous.ended
+        try:
+            argv, env = self._with_config_retry(
+                container, lambda: self._environment(container, kubeconfig)
+            )
+        except NoCommandError as exc:
+            run.ended = ps.terminated(
+                128, run.started_at, ps.now(), reason="StartError", message=str(exc)
+            )
+            self.ctx.log.warning("pod %s: container %s: %s", self.name, run.name, exc)
+            return run
         try:
             _, run.proc = processes.spawn(
                 str(container["name"]),

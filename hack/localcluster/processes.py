@@ -13,7 +13,6 @@ check that nothing is left; what survives SIGKILL is reported, not ignored.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -53,13 +52,11 @@ def start_time_of(pid: int) -> int | None:
 
 
 def _reap(pid: int) -> None:
+    # Only processes registered by `start`: reaping any other child (say, a pod process the
+    # executor waits for, under a recycled pid) would steal its exit status.
     child = _children.get(pid)
-    if child is not None:
-        if child.poll() is not None:
-            del _children[pid]
-        return
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
 
 
 def is_alive(record: ProcessRecord) -> bool:
@@ -170,6 +167,11 @@ def _signal(record: ProcessRecord, sig: signal.Signals) -> None:
             os.kill(record.pid, sig)
     except ProcessLookupError:
         pass
+
+
+def kill(record: ProcessRecord) -> None:
+    """SIGKILL at once (the process gets no chance to clean up)."""
+    _signal(record, signal.SIGKILL)
 
 
 def _wait_gone(records: Sequence[ProcessRecord], timeout: float) -> list[ProcessRecord]:

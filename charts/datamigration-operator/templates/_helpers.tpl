@@ -122,7 +122,7 @@ tests/packaging/test_chart_rbac.py checks these rules against both files, in bot
   verbs: [list]
 # Secrets. get: observe() checks that spec.database's Secret exists (ClusterApi.secret_exists),
 # asking for metadata only (PartialObjectMetadata) so values never reach the operator. No
-# list/watch: the operator never reads Secrets in bulk; the runner gets the URL through its env.
+# list/watch: it never reads Secrets in bulk (the kubelet hands the URL to phase Jobs' env).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]

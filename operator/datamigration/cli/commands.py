@@ -72,7 +72,8 @@ def not_found(api: MigrationApi, namespace: str, name: str) -> CliError:
         - {namespace}
     )
     if elsewhere:
-        hint = f"it exists in namespace {', '.join(elsewhere)}: add -n {elsewhere[0]}"
+        where = "namespace" if len(elsewhere) == 1 else "namespaces"
+        hint = f"it exists in {where} {', '.join(elsewhere)}: add -n {elsewhere[0]}"
     else:
         hint = "list them with: kubectl datamigration list -A"
     return CliError(f'datamigration "{name}" not found in namespace "{namespace}"', hint)

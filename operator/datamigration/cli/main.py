@@ -14,6 +14,7 @@ and work on a laptop with no kubeconfig at all.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -110,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.write("\n")
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `... | head`: the reader is gone, nothing left to say
+        # ...and keep the interpreter's final flush of stdout from complaining about it.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
         return EXIT_OK
     except Exception as exc:
         if os.environ.get("DATAMIGRATION_CLI_DEBUG"):

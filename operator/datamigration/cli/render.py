@@ -372,7 +372,7 @@ def render_status(obj: JSON, events: Sequence[JSON], now: datetime) -> str:
     status: JSON = _get(obj, "status") or {}
     phase = phase_of(obj)
     flags = []
-    if spec.get("paused") is True:
+    if spec.get("paused") is True and phase != "Paused":
         flags.append("paused")
     if spec.get("abort") is True and phase != "Aborted":
         flags.append("abort requested")

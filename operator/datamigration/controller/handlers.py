@@ -4,6 +4,8 @@ Handlers hold no logic: they find which DataMigration an event is about and enqu
 `Reconciler` observes, decides and acts. Four watches feed it: DataMigrations themselves, their
 Jobs (by owner), Deployments they target, and those Deployments' pods (so that the last old
 pod leaving, terminating ones included, is seen at once rather than at the next resync).
+Handlers are `async` because kopf runs sync ones in worker threads, away from the event loop
+that owns the work queue.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def _reconciler(memo: kopf.Memo) -> Reconciler:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def migration_event(
+async def migration_event(
     event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
     if event["type"] == "DELETED":
@@ -66,7 +68,7 @@ def migration_event(
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"datamigration.dev/migration-uid": kopf.PRESENT})
-def job_event(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def job_event(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     for ref in meta.get("ownerReferences", []):
         if ref.get("kind") == "DataMigration":
             _reconciler(memo).enqueue(namespace, ref["name"])
@@ -79,13 +81,15 @@ def _by_workload(kwargs: dict[str, Any]) -> kopf.Index[tuple[str | None, str], A
 
 
 @kopf.on.event("apps", "v1", "deployments")
-def deployment_event(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+async def deployment_event(
+    namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+) -> None:
     for migration, _active in _by_workload(kwargs).get((namespace, name), []):
         _reconciler(memo).enqueue(namespace, migration)
 
 
 @kopf.on.event("", "v1", "pods", labels={"pod-template-hash": kopf.PRESENT})
-def pod_event(namespace: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+async def pod_event(namespace: str | None, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     deployment = owning_deployment(body)
     if deployment is None:
         return

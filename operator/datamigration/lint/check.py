@@ -139,7 +139,9 @@ def _contract_verify(raw: object) -> list[Step]:
         )
     try:
         return parse_steps(as_steps, path)
-    except SpecError as exc:  # name the field as written: verify[0].query, not verify[0].verify.query
+    except (
+        SpecError
+    ) as exc:  # name the field as written: verify[0].query, not verify[0].verify.query
         field = re.sub(r"^(spec\.contract\.verify\[\d+\])\.verify\b", r"\1", exc.field)
         raise SpecError(field, exc.message) from None
 

@@ -34,7 +34,7 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from datamigration.core.steps import BackfillStep
 from datamigration.runner import ledger
@@ -106,7 +106,7 @@ def run_backfill_step(
             return _Backfill(
                 ctx=ctx, step=step, sql=sql, conn=conn, attempt=attempt, resumed=resumed
             ).run()
-    except DBAPIError as exc:
+    except StatementError as exc:
         error = ctx.scrub(f'backfill step "{step.name}" failed: {describe(exc)}')
         try:
             with ctx.engine.begin() as conn:

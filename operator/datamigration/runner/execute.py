@@ -13,7 +13,7 @@ Guarantees:
 - A `verify` step runs every time (the ledger records the last outcome but never skips it). Its
   single scalar is compared as text with `expect`: bool -> "true"/"false", NULL -> "null",
   numbers with `str()` (so 0 -> "0", 0.5 -> "0.5", numeric 1.50 -> "1.50").
-- User SQL goes to the driver as written (`exec_driver_sql`, no parameter parsing).
+- User SQL goes to the driver as written (`sqltext.execute_verbatim`: no parameter parsing).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from datamigration.core.steps import SqlStep, VerifyStep
 from datamigration.runner import ledger
@@ -31,7 +31,7 @@ from datamigration.runner.context import StepContext, log, utcnow
 from datamigration.runner.dberrors import describe, is_disconnect
 from datamigration.runner.engine import is_postgresql
 from datamigration.runner.errors import DatabaseUnreachable, StepFailed, VerifyFailed
-from datamigration.runner.sqltext import split_statements
+from datamigration.runner.sqltext import execute_verbatim, split_statements
 
 
 def run_sql_step(ctx: StepContext, step: SqlStep, previous: ledger.Entry | None) -> None:
@@ -55,9 +55,9 @@ def _run_transactional(
             attempt = ledger.begin_attempt(conn, ctx.key, step.checksum, previous, utcnow())
             for statement in statements:
                 position += 1
-                conn.exec_driver_sql(statement)
+                execute_verbatim(conn, statement)
             ledger.complete(conn, attempt, utcnow())
-    except DBAPIError as exc:
+    except StatementError as exc:
         error = _statement_error(ctx, exc, position, len(statements))
         _record_failure(ctx, step.checksum, error)
         raise _step_error(exc, error) from None
@@ -75,14 +75,14 @@ def _run_autocommit(
                 conn.execution_options(isolation_level="AUTOCOMMIT")
                 for statement in statements:
                     position += 1
-                    conn.exec_driver_sql(statement)
+                    execute_verbatim(conn, statement)
         else:
             # Never AUTOCOMMIT on SQLite (see engine); a transaction per statement is the same.
             for statement in statements:
                 position += 1
                 with ctx.engine.begin() as conn:
-                    conn.exec_driver_sql(statement)
-    except DBAPIError as exc:
+                    execute_verbatim(conn, statement)
+    except StatementError as exc:
         error = _statement_error(ctx, exc, position, len(statements))
         _write_quietly(ctx, lambda conn: ledger.fail(conn, attempt, utcnow(), error))
         raise _step_error(exc, error) from None
@@ -94,9 +94,9 @@ def run_verify_step(ctx: StepContext, step: VerifyStep, previous: ledger.Entry |
     log.info("%s: verify, expecting %r", ctx.label, step.expect)
     try:
         with ctx.engine.begin() as conn:
-            rows = conn.exec_driver_sql(step.query).fetchmany(2)
+            rows = execute_verbatim(conn, step.query).fetchmany(2)
             columns = len(rows[0]) if rows else 0
-    except DBAPIError as exc:
+    except StatementError as exc:
         error = ctx.scrub(f'verify step "{step.name}" query failed: {describe(exc)}')
         _record_failure(ctx, step.checksum, error)
         raise _step_error(exc, error) from None
@@ -140,12 +140,12 @@ def scalar_text(value: Any) -> str:
     return str(value)
 
 
-def _statement_error(ctx: StepContext, exc: DBAPIError, position: int, total: int) -> str:
+def _statement_error(ctx: StepContext, exc: StatementError, position: int, total: int) -> str:
     where = f" at statement {position} of {total}" if total > 1 else ""
     return ctx.scrub(f'step "{ctx.step.name}" failed{where}: {describe(exc)}')
 
 
-def _step_error(exc: DBAPIError, message: str) -> StepFailed | DatabaseUnreachable:
+def _step_error(exc: StatementError, message: str) -> StepFailed | DatabaseUnreachable:
     if is_disconnect(exc):
         return DatabaseUnreachable(f"lost the database connection: {message}")
     return StepFailed(message)

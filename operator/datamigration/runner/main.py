@@ -200,5 +200,6 @@ def _log_lint(plan: Plan) -> None:
 
 
 def _failed(code: ExitCode, message: str) -> int:
-    log.error("FAILED exit=%d: %s", code, message.rstrip(". ") + ".")
+    one_line = " ".join(message.split())
+    log.error("FAILED exit=%d: %s", code, one_line.rstrip(". ") + ".")
     return int(code)

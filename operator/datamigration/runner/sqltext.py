@@ -4,7 +4,8 @@ Why: user SQL (steps, `set` expressions, `where`, verify queries) must reach the
 written, while our own statements (backfill batches, bounds) splice in identifiers. Identifiers
 were validated by `core.steps` (plain identifiers, optionally schema-qualified) and are quoted
 here with the dialect's preparer; every value is a bound parameter. User expressions are wrapped
-in parentheses so they stay one operand.
+in parentheses so they stay one operand, and their colons are escaped so SQLAlchemy never takes
+text like `':x'` for a bind parameter.
 
 Parameters in `text()` are cast with `CAST(:x AS BIGINT)`, never `:x::bigint` (that is not a
 bind parameter to SQLAlchemy), and integer bounds are always computed in Python: psycopg 3 binds
@@ -18,12 +19,22 @@ quotes, comments and dollar quoting.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pglast import split
 from pglast.parser import ParseError
-from sqlalchemy import Dialect, TextClause, text
+from sqlalchemy import Connection, CursorResult, Dialect, TextClause, text
 
 from datamigration.core.steps import BackfillStep
+
+#: Send user SQL without a parameter collection, so the driver does not parse it for
+#: placeholders (psycopg would take `%` in `LIKE 'a%'` for one).
+VERBATIM: dict[str, Any] = {"no_parameters": True}
+
+
+def execute_verbatim(conn: Connection, statement: str) -> CursorResult[Any]:
+    """Run one user statement exactly as written."""
+    return conn.exec_driver_sql(statement, execution_options=VERBATIM)
 
 
 def split_statements(sql: str) -> list[str]:
@@ -64,9 +75,10 @@ def backfill_sql(dialect: Dialect, step: BackfillStep) -> BackfillSql:
     table = quote_table(dialect, step.table)
     key = quote_column(dialect, step.key)
     assignments = ", ".join(
-        f"{quote_column(dialect, column)} = ({expression})" for column, expression in step.set
+        f"{quote_column(dialect, column)} = ({_verbatim(expression)})"
+        for column, expression in step.set
     )
-    extra = f" AND ({step.where})" if step.where else ""
+    extra = f" AND ({_verbatim(step.where)})" if step.where else ""
     update = f"UPDATE {table} SET {assignments} WHERE "
     return BackfillSql(
         key_bounds=text(f"SELECT min({key}), max({key}) FROM {table}"),
@@ -83,6 +95,11 @@ def backfill_sql(dialect: Dialect, step: BackfillStep) -> BackfillSql:
         update_after=text(f"{update}{key} > :lo AND {key} <= :hi{extra}"),
         update_upto=text(f"{update}{key} <= :hi{extra}"),
     )
+
+
+def _verbatim(expression: str) -> str:
+    """User SQL inside `text()`: escape colons so `:name` and `'10:30'` are not bind parameters."""
+    return expression.replace(":", "\\:")
 
 
 #: The planner's row estimate for `:table` (a quoted name; -1 or 0 when never analysed): free.

@@ -1,0 +1,63 @@
+-- Argo CD resource actions of a DataMigration (argocd-cm key
+-- resource.customizations.actions.datamigration.dev_DataMigration). Each action edits the spec
+-- or an annotation, as `kubectl datamigration <verb>` does; the operator does the rest.
+-- An action is offered (disabled = false) only where the operator would act on it.
+-- Only the base library is used, as Argo CD gives custom action scripts.
+
+local actions = {}
+local spec = obj.spec or {}
+local status = obj.status or {}
+local phase = status.phase
+local contract = spec.contract or {}
+
+local function isTrue(conditionType)
+  if status.conditions == nil then
+    return false
+  end
+  for _, c in ipairs(status.conditions) do
+    if c.type == conditionType then
+      return c.status == "True"
+    end
+  end
+  return false
+end
+
+local finished = phase == "Succeeded" or phase == "Aborted"
+
+-- The contract has started once its phase record left Pending: the operator refuses an abort
+-- from then on (a half-done contract cannot be taken back).
+local contractStarted = false
+if status.phases ~= nil and status.phases.contract ~= nil then
+  local state = status.phases.contract.state
+  contractStarted = state ~= nil and state ~= "Pending"
+end
+
+local awaitingApproval = phase == "AwaitingApproval" or isTrue("AwaitingApproval")
+
+actions["approve"] = {
+  ["displayName"] = "Approve contract",
+  ["disabled"] = not awaitingApproval or contract.approved == true,
+}
+actions["pause"] = {
+  ["displayName"] = "Pause",
+  ["disabled"] = finished or spec.paused == true,
+}
+actions["resume"] = {
+  ["displayName"] = "Resume",
+  ["disabled"] = spec.paused ~= true,
+}
+actions["abort"] = {
+  ["displayName"] = "Abort (before contract)",
+  ["disabled"] = finished or phase == "Invalid" or spec.abort == true or contractStarted
+    or phase == "Contracting",
+}
+-- A retry is pending while the annotation differs from the token the operator last acted on.
+local annotations = (obj.metadata or {}).annotations or {}
+local retryToken = annotations["datamigration.dev/retry"]
+local retryPending = retryToken ~= nil and retryToken ~= status.retryToken
+
+actions["retry"] = {
+  ["displayName"] = "Retry failed phase",
+  ["disabled"] = phase ~= "Failed" or retryPending,
+}
+return actions

@@ -1,0 +1,3 @@
+-- Pause before the next batch or phase: spec.paused = true.
+obj.spec.paused = true
+return obj

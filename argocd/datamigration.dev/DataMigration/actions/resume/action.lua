@@ -1,0 +1,3 @@
+-- Resume a paused migration: spec.paused = false.
+obj.spec.paused = false
+return obj
