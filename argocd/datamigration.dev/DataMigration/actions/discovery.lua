@@ -1,7 +1,8 @@
 -- Argo CD resource actions of a DataMigration (argocd-cm key
 -- resource.customizations.actions.datamigration.dev_DataMigration). Each action edits the spec
 -- or an annotation, as `kubectl datamigration <verb>` does; the operator does the rest.
--- An action is offered (disabled = false) only where the operator would act on it.
+-- An action is offered (disabled = false) only where the operator would act on it, by the same
+-- rules as the CLI's (docs/cli.md).
 -- Only the base library is used, as Argo CD gives custom action scripts.
 
 local actions = {}
@@ -32,11 +33,12 @@ if status.phases ~= nil and status.phases.contract ~= nil then
   contractStarted = state ~= nil and state ~= "Pending"
 end
 
-local awaitingApproval = phase == "AwaitingApproval" or isTrue("AwaitingApproval")
-
+-- As `kubectl datamigration approve`: possible ahead of time (the contract then starts as soon as
+-- the rollout is proven), pointless without a contract or with approval Automatic.
 actions["approve"] = {
   ["displayName"] = "Approve contract",
-  ["disabled"] = not awaitingApproval or contract.approved == true,
+  ["disabled"] = finished or spec.contract == nil or contract.approval == "Automatic"
+    or contract.approved == true,
 }
 actions["pause"] = {
   ["displayName"] = "Pause",
