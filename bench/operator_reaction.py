@@ -30,12 +30,14 @@ from typing import Any
 import yaml
 from kubernetes import client, config, watch
 
-from datamigration.k8s.client import KubeClient, migration_path
-from localcluster import cluster as local_cluster
-from localcluster.operatorproc import OperatorProcess
-from localcluster.waiting import wait_for
-
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "hack"))  # an entry point: find the local-cluster harness
+
+from datamigration.k8s.client import KubeClient, migration_path  # noqa: E402
+from localcluster import cluster as local_cluster  # noqa: E402
+from localcluster.operatorproc import OperatorProcess  # noqa: E402
+from localcluster.waiting import wait_for  # noqa: E402
+
 NS = "bench-operator"
 
 

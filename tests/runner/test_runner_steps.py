@@ -326,3 +326,18 @@ def test_runner_logs_lint_findings_on_postgresql(pg_url: str, run: Runner) -> No
     )
     assert outcome.code == 0, outcome.out
     assert 'lint warning create-index-not-concurrently in step "blocking"' in outcome.out
+
+
+@pytest.mark.pg
+def test_backfill_session_settings_do_not_leak_into_later_steps(pg_url: str, run: Runner) -> None:
+    Database(pg_url).make_items(10)
+    checks = [
+        {"name": f"default-{name}", "verify": {"query": f"SHOW {name}", "expect": value}}
+        for name, value in [
+            ("statement_timeout", "0"),
+            ("lock_timeout", "0"),
+            ("synchronous_commit", "on"),
+        ]
+    ]
+    outcome = run(pg_url, make_plan(backfill_step(), *checks))
+    assert outcome.code == 0, outcome.out

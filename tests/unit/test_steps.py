@@ -40,7 +40,7 @@ def test_each_kind_parses_with_its_defaults() -> None:
             key="id",
             where=None,
             batch_size=5000,
-            target_batch_milliseconds=30,
+            target_batch_milliseconds=20,
             pause_milliseconds=0,
         ),
         VerifyStep(name="check", query="SELECT 0", expect="0"),
