@@ -184,6 +184,7 @@ def rename_migration(
     mode: str = "Apply",
     batch_size: int = 100,
     pause_ms: int = 0,
+    target_ms: int | None = None,
     image: str | None = "registry.example/shop-api:2.0",
 ) -> dict[str, Any]:
     """Rename users.email to users.email_address, in four phases."""
@@ -216,6 +217,7 @@ def rename_migration(
                             "where": "email_address IS NULL",
                             "batchSize": batch_size,
                             "pauseMilliseconds": pause_ms,
+                            **({"targetBatchMilliseconds": target_ms} if target_ms else {}),
                         },
                     }
                 ]

@@ -326,3 +326,18 @@ def test_notes_say_what_was_installed_and_what_to_do(tmp_path: Path) -> None:
 def test_template_output_is_plain_yaml() -> None:
     text = render_text()
     assert "{{" not in text and "<no value>" not in text
+
+
+def test_deployment_sets_every_operator_setting_and_only_known_flags() -> None:
+    """Every DATAMIGRATION_* variable controller/settings.py reads is settable from values, and
+    every flag the chart passes exists in controller/main.py."""
+    controller = REPO / "operator" / "datamigration" / "controller"
+    wanted = set(re.findall(r'"(DATAMIGRATION_[A-Z_]+)"', (controller / "settings.py").read_text()))
+    assert wanted
+    rendered: set[str] = set()
+    for args in ((), (*NAMESPACED, "--set", "runner.jobPodLabels.a=b")):
+        rendered |= set(_env(_container(render(*args))))
+    assert wanted <= rendered, f"not settable from values: {sorted(wanted - rendered)}"
+    flags = {a.split("=")[0] for a in _container(render("--set", "verbose=true"))["args"]}
+    known = set(re.findall(r'add_argument\(\s*"(--[a-z-]+)"', (controller / "main.py").read_text()))
+    assert flags <= known, f"unknown flags: {sorted(flags - known)}"

@@ -151,9 +151,10 @@ def test_progress_patches_have_the_documented_shape(
     db: Database, db_url: str, api: FakeApi, tmp_path: Path, processes: list[Popen[bytes]]
 ) -> None:
     db.make_items(2000)
-    plan = make_plan(
-        ADD, backfill_step(batchSize=100, targetBatchMilliseconds=1), phase="backfill", **REPORT
-    )
+    # Batches of 100 rows, 10 ms apart: the reports (sent in the background, never queued)
+    # keep up with most of them.
+    step = backfill_step(batchSize=100, targetBatchMilliseconds=1, pauseMilliseconds=10)
+    plan = make_plan(ADD, step, phase="backfill", **REPORT)
     outcome = run_reporting(db_url, plan, api, tmp_path, processes, "--report-interval", "0")
     assert outcome.code == 0, outcome.out
 
@@ -174,7 +175,7 @@ def test_progress_patches_have_the_documented_shape(
     first, add_done, *batches, last = api.progress
     assert (first["step"], first["stepIndex"], first["summary"]) == ("add", 1, "backfill step 1/2")
     assert (add_done["step"], add_done["percent"]) == ("add", 50)
-    assert len(batches) >= 10  # one patch per batch with --report-interval 0
+    assert len(batches) >= 5  # with --report-interval 0, a patch per batch unless one is in flight
     assert all(b["step"] == "copy" and b["stepIndex"] == 2 for b in batches)
     assert [b["rowsDone"] for b in batches] == sorted(b["rowsDone"] for b in batches)
     assert [b["percent"] for b in batches] == sorted(b["percent"] for b in batches)
@@ -251,8 +252,9 @@ def test_api_errors_are_one_warning_and_the_work_goes_on(
     outcome = run_reporting(sqlite_url, plan, api, tmp_path, processes)
     assert outcome.code == 0, outcome.out
     warnings = [line for line in outcome.out.splitlines() if "progress report to" in line]
-    assert len(warnings) == len(api.requests) == 2  # start and end of the step
-    assert "failed (work continues)" in warnings[0]
+    assert len(api.requests) == 2  # the start and the end of the step
+    assert len(warnings) == 1  # one warning while the failures last
+    assert "failed (work continues): 500 InternalError: etcd is sad" in warnings[0]
     assert Database(sqlite_url).has_table("made")
 
 

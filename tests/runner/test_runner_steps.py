@@ -236,6 +236,9 @@ class AppendingReporter:
             self.appended = True
         return False
 
+    def close(self) -> None:
+        pass
+
 
 def test_backfill_picks_up_rows_appended_beyond_the_initial_maximum(
     db: Database, db_url: str
@@ -332,7 +335,7 @@ def test_runner_logs_lint_findings_on_postgresql(pg_url: str, run: Runner) -> No
 def test_backfill_session_settings_do_not_leak_into_later_steps(pg_url: str, run: Runner) -> None:
     Database(pg_url).make_items(10)
     checks = [
-        {"name": f"default-{name}", "verify": {"query": f"SHOW {name}", "expect": value}}
+        {"name": name.replace("_", "-"), "verify": {"query": f"SHOW {name}", "expect": value}}
         for name, value in [
             ("statement_timeout", "0"),
             ("lock_timeout", "0"),

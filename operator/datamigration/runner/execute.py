@@ -19,6 +19,7 @@ Guarantees:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -163,7 +164,7 @@ def _record_failure(ctx: StepContext, checksum: str, error: str) -> None:
     _write_quietly(ctx, write)
 
 
-def _write_quietly(ctx: StepContext, write: Any) -> None:
+def _write_quietly(ctx: StepContext, write: Callable[[Connection], None]) -> None:
     """Write to the ledger after a failure; if the database is gone, say so and go on."""
     try:
         with ctx.engine.begin() as conn:

@@ -161,10 +161,13 @@ def _run(
             holder,
         )
 
-    with migration_lock(engine, plan.migration, lock_timeout, on_wait=waiting):
-        log.info("lock acquired for migration %s", plan.migration)
-        ensure_ledger(engine)
-        return run_phase(engine, plan, reporter, scrubber)
+    try:
+        with migration_lock(engine, plan.migration, lock_timeout, on_wait=waiting):
+            log.info("lock acquired for migration %s", plan.migration)
+            ensure_ledger(engine)
+            return run_phase(engine, plan, reporter, scrubber)
+    finally:
+        reporter.close()
 
 
 def _check_connection(engine: Engine) -> None:

@@ -13,7 +13,6 @@ Rules (docs/runner.md has the user-facing version):
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,7 +45,6 @@ def run_phase(
     for index, step in enumerate(plan.steps, start=1):
         ctx = StepContext(engine, plan, step, index, scrub, reporter)
         previous = entries.get(step.name)
-        started = time.monotonic()
         final: Progress | None = None
         if isinstance(step, VerifyStep):
             run_verify_step(ctx, step, previous)
@@ -62,7 +60,6 @@ def run_phase(
             applied += 1
         else:  # command steps are refused by the plan parser; this is a safety net
             raise InvalidInput(f'step "{step.name}" of kind {step.kind} cannot run in the runner')
-        del started
         paused = reporter.report(final or ctx.step_progress(done=True), force=True)
         if paused and index < len(plan.steps):
             log.info("%s: paused (spec.paused is true); stopping before the next step", ctx.label)

@@ -6,13 +6,15 @@ DataMigration's status subresource with `{"status": {"progress": {...}}}` (field
 the CRD) at most every `interval` seconds and at the end of every step. The API answers with the
 whole object; if its `spec.paused` is true the caller stops after the batch it just committed.
 
-Reporting is best effort: an API error is one warning line and the work goes on. No `report`
-target in the plan means log-only.
+Reporting is best effort and never slows the batches down: patches go out on a background thread,
+an API error is one warning line and the work goes on. No `report` target in the plan means
+log-only.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,12 @@ log = logging.getLogger(__name__)
 
 #: Default minimum seconds between two progress patches (the end of a step always reports).
 DEFAULT_INTERVAL_SECONDS = 2.0
+#: Timeout of one patch request.
+PATCH_TIMEOUT_SECONDS = 5.0
+#: How long a forced report (start, end of a step) may hold the runner.
+FORCED_WAIT_SECONDS = 10.0
+#: While reports keep failing, at most one warning line per this many seconds.
+WARN_EVERY_SECONDS = 60.0
 
 JSON = dict[str, Any]
 Patcher = Callable[[str, JSON], JSON]
@@ -79,6 +87,10 @@ class Reporter(Protocol):
         """Publish `progress` (throttled unless `force`); True when the migration is paused."""
         ...
 
+    def close(self) -> None:
+        """Deliver what is in flight (bounded wait)."""
+        ...
+
 
 class LogOnlyReporter:
     """No report target: progress lives in the log only, and nothing can pause the run."""
@@ -87,9 +99,19 @@ class LogOnlyReporter:
         del progress, force
         return False
 
+    def close(self) -> None:
+        pass
+
 
 class StatusReporter:
-    """Merge-patches `status.progress` of one DataMigration; reads `spec.paused` back."""
+    """Merge-patches `status.progress` of one DataMigration; reads `spec.paused` back.
+
+    The batch loop never waits for the API: a throttled report is sent on a background thread,
+    and skipped if the previous one is still in flight. Forced reports (the start, the end of
+    each step) wait for delivery, at most `FORCED_WAIT_SECONDS`. The pause flag is the one from
+    the latest answer. Failures log one warning, then at most one per `WARN_EVERY_SECONDS` while
+    they last.
+    """
 
     def __init__(
         self,
@@ -103,33 +125,72 @@ class StatusReporter:
         self._patcher = patcher
         self._clock = clock
         self._last_sent: float | None = None
+        self._in_flight: threading.Thread | None = None
+        self._paused = False
         self._disabled = False
+        self._failing_since_warning: float | None = None
+        self._failures = 0
 
     def report(self, progress: Progress, *, force: bool = False) -> bool:
         if self._disabled:
             return False
         now = self._clock()
-        if not force and self._last_sent is not None and now - self._last_sent < self.interval:
-            return False
+        busy = self._in_flight is not None and self._in_flight.is_alive()
+        if not force and (
+            busy or (self._last_sent is not None and now - self._last_sent < self.interval)
+        ):
+            return self._paused
+        if force:
+            self._wait_in_flight()
         self._last_sent = now
         body = {"status": {"progress": progress.to_status(datetime.now(UTC))}}
+        thread = threading.Thread(target=self._send, args=(body,), daemon=True)
+        self._in_flight = thread
+        thread.start()
+        if force:
+            self._wait_in_flight()
+        return self._paused
+
+    def close(self) -> None:
+        self._wait_in_flight()
+
+    def _wait_in_flight(self) -> None:
+        thread = self._in_flight
+        if thread is not None:
+            thread.join(FORCED_WAIT_SECONDS)
+            if thread.is_alive():
+                log.warning("progress report is taking long; the runner goes on without it")
+
+    def _send(self, body: JSON) -> None:
+        """Runs on the reporting thread."""
         try:
             patcher = self._patcher or self._connect()
             response = patcher(self._path(), body)
         except _ClientUnavailable as exc:
             self._disabled = True
             log.warning("progress reporting disabled: no Kubernetes credentials (%s)", exc)
-            return False
-        except Exception as exc:  # best effort: any API or network error is one warning line
+            return
+        except Exception as exc:  # best effort: any API or network error is a warning
+            self._failed(exc)
+            return
+        if self._failures:
+            log.info("progress reports work again after %d failure(s)", self._failures)
+        self._failures, self._failing_since_warning = 0, None
+        spec = response.get("spec") if isinstance(response, dict) else None
+        self._paused = bool(isinstance(spec, dict) and spec.get("paused") is True)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._failures += 1
+        now = self._clock()
+        last = self._failing_since_warning
+        if last is None or now - last >= WARN_EVERY_SECONDS:
+            self._failing_since_warning = now
             log.warning(
                 "progress report to %s/%s failed (work continues): %s",
                 self.target.namespace,
                 self.target.name,
                 _one_line(exc),
             )
-            return False
-        spec = response.get("spec") if isinstance(response, dict) else None
-        return bool(isinstance(spec, dict) and spec.get("paused") is True)
 
     def _path(self) -> str:
         from datamigration.k8s.client import migration_path
@@ -143,8 +204,19 @@ class StatusReporter:
             client = KubeClient()
         except Exception as exc:  # the kubernetes client raises its own config errors
             raise _ClientUnavailable(_one_line(exc)) from None
-        self._patcher = client.merge_patch
-        return client.merge_patch
+
+        def merge_patch(path: str, body: JSON) -> JSON:
+            # KubeClient.merge_patch with a short timeout: a slow API must not hold the runner.
+            return client.request(
+                "PATCH",
+                path,
+                body=body,
+                content_type="application/merge-patch+json",
+                timeout=PATCH_TIMEOUT_SECONDS,
+            )
+
+        self._patcher = merge_patch
+        return merge_patch
 
 
 class _ClientUnavailable(Exception):

@@ -11,18 +11,6 @@ local status = obj.status or {}
 local phase = status.phase
 local contract = spec.contract or {}
 
-local function isTrue(conditionType)
-  if status.conditions == nil then
-    return false
-  end
-  for _, c in ipairs(status.conditions) do
-    if c.type == conditionType then
-      return c.status == "True"
-    end
-  end
-  return false
-end
-
 local finished = phase == "Succeeded" or phase == "Aborted"
 
 -- The contract has started once its phase record left Pending: the operator refuses an abort
