@@ -33,7 +33,7 @@ cluster-down: venv  ## stop every process the local cluster started
 test: venv cluster-bins  ## all tests: unit, PostgreSQL and end-to-end on the local cluster
 	$(PY) -m pytest
 
-test-unit: venv  ## only the tests that need neither PostgreSQL nor the cluster
+test-unit: venv cluster-bins  ## only the tests that need neither PostgreSQL nor the cluster
 	$(PY) -m pytest -m 'not pg and not e2e'
 
 lint: venv  ## ruff, mypy --strict, import-linter layering contracts

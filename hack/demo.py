@@ -24,11 +24,11 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))
 
-from localcluster.postgres import PostgresServer  # noqa: E402
-
 from datamigration.k8s.client import KubeClient, KubeError, migration_path  # noqa: E402
+from localcluster import chart  # noqa: E402
 from localcluster import cluster as local_cluster  # noqa: E402
 from localcluster.operatorproc import OperatorProcess  # noqa: E402
+from localcluster.postgres import PostgresServer  # noqa: E402
 from localcluster.waiting import wait_for  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "01-rename-column"
@@ -47,29 +47,6 @@ def apply(kube: KubeClient, doc: dict[str, Any], path: str) -> None:
         query={"fieldManager": "demo", "force": "true"},
         content_type="application/apply-patch+yaml",
     )
-
-
-def runner_cluster_role() -> dict[str, Any]:
-    """The chart's runner ClusterRole (charts/datamigration-operator): progress reporting only."""
-    chart = REPO / "charts" / "datamigration-operator" / "templates"
-    for path in sorted(chart.glob("*.yaml")):
-        text = path.read_text()
-        if "{{" not in text and "kind: ClusterRole" in text and "datamigration-runner" in text:
-            doc: dict[str, Any] = yaml.safe_load(text)
-            return doc
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": "datamigration-runner"},
-        "rules": [
-            {"apiGroups": ["datamigration.dev"], "resources": ["datamigrations"], "verbs": ["get"]},
-            {
-                "apiGroups": ["datamigration.dev"],
-                "resources": ["datamigrations/status"],
-                "verbs": ["get", "patch"],
-            },
-        ],
-    }
 
 
 def show_table(engine: sa.Engine) -> None:
@@ -120,7 +97,7 @@ def main() -> int:
                 doc,
                 f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}",
             )
-        role = runner_cluster_role()
+        role = chart.runner_cluster_role(Path(handle.bin_dir))
         apply(
             kube,
             role,

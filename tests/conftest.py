@@ -10,14 +10,19 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from localcluster.cluster import Cluster
+    from localcluster.postgres import PostgresServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator["PostgresServer"]:
+def postgres() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL 15 on 127.0.0.1 and a free port, for the whole session."""
     from localcluster.postgres import PostgresServer
 
@@ -26,13 +31,13 @@ def postgres() -> Iterator["PostgresServer"]:
 
 
 @pytest.fixture
-def pg_url(postgres: "PostgresServer", request: pytest.FixtureRequest) -> str:
+def pg_url(postgres: PostgresServer, request: pytest.FixtureRequest) -> str:
     """A fresh, empty database for one test; returns its SQLAlchemy URL (postgresql+psycopg)."""
     return postgres.create_database(request.node.name)
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator["Cluster"]:
+def cluster() -> Iterator[Cluster]:
     """The local control plane (etcd, apiserver, controller-manager, scheduler, KWOK, executor).
 
     Reuses a cluster started by `make cluster-up`; otherwise starts one and stops it afterwards.
@@ -47,8 +52,3 @@ def cluster() -> Iterator["Cluster"]:
     finally:
         if started_here:
             lc.down()
-
-
-if False:  # pragma: no cover - typing only
-    from localcluster.cluster import Cluster
-    from localcluster.postgres import PostgresServer

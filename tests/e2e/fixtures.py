@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support import CRD, REPO, Kube, OperatorProcess, eventually, load_documents
+from support import CRD, Kube, OperatorProcess, eventually, load_documents
 
-RUNNER_ROLE = REPO / "charts" / "datamigration-operator" / "templates" / "runner-clusterrole.yaml"
+from localcluster import chart
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def kube(cluster: Any) -> Kube:
     k = Kube(Path(cluster.kubeconfig))
     for doc in load_documents(CRD):
         k.apply(doc)
-    k.apply(runner_cluster_role())
+    k.apply(chart.runner_cluster_role(Path(cluster.bin_dir)))
     eventually(
         lambda: (
             k.client.get(
@@ -42,23 +42,6 @@ def kube(cluster: Any) -> Kube:
         what="the CRD to be established",
     )
     return k
-
-
-def runner_cluster_role() -> dict[str, Any]:
-    """What the chart grants phase Jobs: read their migration, write its status (progress)."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": "datamigration-runner"},
-        "rules": [
-            {"apiGroups": ["datamigration.dev"], "resources": ["datamigrations"], "verbs": ["get"]},
-            {
-                "apiGroups": ["datamigration.dev"],
-                "resources": ["datamigrations/status"],
-                "verbs": ["get", "patch"],
-            },
-        ],
-    }
 
 
 @pytest.fixture

@@ -40,9 +40,8 @@ CLI_ONLY = {"list_migrations", "patch_migration", "list_events"}
 #: ClusterApi methods that make no API call.
 NO_CALL = {"from_kubeconfig"}
 #: The runner's own call (runner/progress.py): a merge patch of the status subresource.
-RUNNER_NEEDS = need("datamigration.dev", "datamigrations/status", "get", "patch") | need(
-    "datamigration.dev", "datamigrations", "get"
-)
+#: The response carries the object, spec.paused included, so no get is needed.
+RUNNER_NEEDS = need("datamigration.dev", "datamigrations/status", "patch")
 #: kopf itself, cluster-scoped: runtime observation of CRDs (kopf/_core/reactor/observation.py).
 KOPF_CLUSTER_NEEDS = need("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch")
 #: Needed only while the operator manages the runner's identity (runner.manageRbac).

@@ -31,7 +31,7 @@ class OperatorSettings:
     runner_image: str = f"ghcr.io/datamigration-operator/datamigration-operator:{__version__}"
     #: ServiceAccount the operator creates in each namespace for phase Jobs.
     runner_service_account: str = "datamigration-runner"
-    #: ClusterRole bound to that ServiceAccount (get/patch datamigrations/status only).
+    #: ClusterRole bound to that ServiceAccount (patch datamigrations/status only).
     runner_cluster_role: str = "datamigration-runner"
     #: Whether the operator creates that ServiceAccount and RoleBinding itself.
     manage_runner_rbac: bool = True

@@ -128,7 +128,7 @@ class ClusterApi:
     # -- Runner identity (create serviceaccounts, rolebindings; bind the runner ClusterRole) --
     def ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None:
         """The runner's ServiceAccount and its binding to the ClusterRole that lets it report
-        progress (get, patch datamigrations/status) in this namespace only."""
+        progress (patch datamigrations/status) in this namespace only."""
         labels = {"app.kubernetes.io/managed-by": COMPONENT}
         objects: list[tuple[str, JSON]] = [
             (
