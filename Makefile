@@ -7,6 +7,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# The local-cluster harness (hack/localcluster) is test infrastructure, not part of the package.
+export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help venv test test-unit lint demo cluster-up cluster-down cluster-bins bench bench-backfill bench-operator clean
 

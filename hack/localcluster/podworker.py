@@ -172,7 +172,7 @@ class PodWorker(threading.Thread):
 
     def kill_now(self) -> None:
         """Last resort at executor exit: SIGKILL every process group of this pod."""
-        for run in self.runs.values():
+        for run in list(self.runs.values()):  # the worker thread may be replacing entries
             if run.proc is not None and run.proc.poll() is None:
                 _killpg(run.proc.pid, signal.SIGKILL)
 

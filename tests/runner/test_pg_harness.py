@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from localcluster.postgres import database_name
 from localcluster.waiting import wait_for
 

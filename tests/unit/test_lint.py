@@ -196,6 +196,30 @@ def test_safe_statements(phase: str, statement: str) -> None:
     assert verdicts(phase, sql(statement)) == []
 
 
+def test_set_not_null_after_a_validated_not_null_check_is_clean() -> None:
+    # The documented cheap way (examples/02): no scan under the lock, nothing newly rejected.
+    cheap = (
+        "ALTER TABLE orders ADD CONSTRAINT c CHECK (currency IS NOT NULL) NOT VALID; "
+        "ALTER TABLE orders VALIDATE CONSTRAINT c; "
+        "ALTER TABLE orders ALTER COLUMN currency SET NOT NULL; "
+        "ALTER TABLE orders DROP CONSTRAINT c"
+    )
+    assert verdicts("contract", sql(cheap)) == []
+    # Without the VALIDATE, the check proves nothing about existing rows.
+    unvalidated = (
+        "ALTER TABLE orders ADD CONSTRAINT c CHECK (currency IS NOT NULL) NOT VALID; "
+        "ALTER TABLE orders ALTER COLUMN currency SET NOT NULL"
+    )
+    assert verdicts("contract", sql(unvalidated)) == [("set-not-null", W)]
+    # A check on another column does not count.
+    other = (
+        "ALTER TABLE orders ADD CONSTRAINT c CHECK (country IS NOT NULL) NOT VALID; "
+        "ALTER TABLE orders VALIDATE CONSTRAINT c; "
+        "ALTER TABLE orders ALTER COLUMN currency SET NOT NULL"
+    )
+    assert verdicts("contract", sql(other)) == [("set-not-null", W)]
+
+
 def test_concurrent_index_in_a_non_transactional_step_is_clean() -> None:
     step = sql("CREATE INDEX CONCURRENTLY IF NOT EXISTS i ON users (email)", transactional=False)
     assert verdicts("expand", step) == []

@@ -35,6 +35,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     operator_settings = OperatorSettings.from_env()
+    # Explicit namespaces need no namespace scanning, nor the cluster-wide permission it takes.
+    settings.scanning.disabled = bool(operator_settings.namespaces)
     memo["reconciler"] = Reconciler(api=ClusterApi(), settings=operator_settings)
     logging.getLogger(__name__).info(
         "watching %s; runner image %s",

@@ -40,7 +40,7 @@ def lint_steps(
 ) -> list[Finding]:
     """Findings for the steps of one phase (`expand`, `backfill` or `contract`)."""
     findings: list[Finding] = []
-    scope = Scope(created_tables=set())
+    scope = Scope()
 
     def add(rule_id: str, step: Step, statement: str, message: str = "") -> None:
         rule = RULES[rule_id]

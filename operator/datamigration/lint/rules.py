@@ -16,11 +16,11 @@ backfill) and `contract`. `None` means "not reported in that phase".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ObjectType
+from pglast.enums import AlterTableType, ConstrType, NullTestType, ObjectType
 from pglast.visitors import Visitor
 
 from datamigration.lint.findings import Severity
@@ -91,8 +91,9 @@ RULES: dict[str, Rule] = {
             E,
             W,
             "SET NOT NULL on an existing column rejects the old code's NULL writes and scans the "
-            "table under an ACCESS EXCLUSIVE lock. Add CHECK (col IS NOT NULL) NOT VALID, VALIDATE "
-            "it after the backfill, then SET NOT NULL in contract.",
+            "table under an ACCESS EXCLUSIVE lock. In contract, first ADD CONSTRAINT ... CHECK "
+            "(col IS NOT NULL) NOT VALID and VALIDATE CONSTRAINT it; SET NOT NULL then skips "
+            "the scan.",
         ),
         Rule(
             "add-column-not-null-without-default",
@@ -229,9 +230,13 @@ _WRITES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 
 @dataclass
 class Scope:
-    """What earlier statements of the same phase created (new tables carry no lock risk)."""
+    """What earlier statements of the same phase did: tables they created (no lock risk on a new
+    table) and columns they proved NOT NULL with a validated CHECK (then SET NOT NULL neither
+    scans the table nor rejects anything new)."""
 
-    created_tables: set[str]
+    created_tables: set[str] = field(default_factory=set)
+    checked_not_null: set[tuple[str, str]] = field(default_factory=set)  # (table, column)
+    unvalidated_checks: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, name)
 
     def is_new(self, relation: ast.RangeVar | None) -> bool:
         return relation is not None and str(relation.relname) in self.created_tables
@@ -297,18 +302,24 @@ def _alter_table(statement: ast.AlterTableStmt, scope: Scope) -> list[str]:
     if statement.objtype not in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_FOREIGN_TABLE):
         return []
     new = scope.is_new(statement.relation)
+    table = str(statement.relation.relname) if statement.relation else ""
     hits: list[str] = []
     for command in statement.cmds or ():
         if not isinstance(command, ast.AlterTableCmd):
             continue
         subtype = command.subtype
+        _track_not_null_checks(command, table, scope)
         if subtype == AlterTableType.AT_DropColumn:
             hits.append("drop-column")
         elif subtype == AlterTableType.AT_DropConstraint:
             hits.append("drop-constraint")
         elif subtype == AlterTableType.AT_AlterColumnType and not new:
             hits.append("alter-column-type")
-        elif subtype == AlterTableType.AT_SetNotNull and not new:
+        elif (
+            subtype == AlterTableType.AT_SetNotNull
+            and not new
+            and (table, str(command.name)) not in scope.checked_not_null
+        ):
             hits.append("set-not-null")
         elif subtype == AlterTableType.AT_AddColumn and isinstance(command.def_, ast.ColumnDef):
             hits.extend(_add_column(command.def_, new))
@@ -317,6 +328,31 @@ def _alter_table(statement: ast.AlterTableStmt, scope: Scope) -> list[str]:
         ):
             hits.extend(_add_constraint(command.def_, new))
     return hits
+
+
+def _track_not_null_checks(command: ast.AlterTableCmd, table: str, scope: Scope) -> None:
+    """Remember `CHECK (col IS NOT NULL)` constraints, and when they become validated."""
+    definition = command.def_
+    if command.subtype == AlterTableType.AT_AddConstraint and isinstance(
+        definition, ast.Constraint
+    ):
+        expression = definition.raw_expr
+        if (
+            definition.contype == ConstrType.CONSTR_CHECK
+            and isinstance(expression, ast.NullTest)
+            and expression.nulltesttype == NullTestType.IS_NOT_NULL
+            and isinstance(expression.arg, ast.ColumnRef)
+            and expression.arg.fields
+        ):
+            column = str(getattr(expression.arg.fields[-1], "sval", ""))
+            if definition.skip_validation:
+                scope.unvalidated_checks[(table, str(definition.conname))] = column
+            else:
+                scope.checked_not_null.add((table, column))
+    elif command.subtype == AlterTableType.AT_ValidateConstraint:
+        validated = scope.unvalidated_checks.pop((table, str(command.name)), "")
+        if validated:
+            scope.checked_not_null.add((table, validated))
 
 
 def _add_column(column: ast.ColumnDef, new_table: bool) -> list[str]:
