@@ -41,16 +41,6 @@ from localcluster.waiting import wait_for  # noqa: E402
 NS = "bench-operator"
 
 
-def apply(kube: KubeClient, doc: dict[str, Any], path: str) -> None:
-    kube.request(
-        "PATCH",
-        path,
-        body=doc,
-        query={"fieldManager": "bench", "force": "true"},
-        content_type="application/apply-patch+yaml",
-    )
-
-
 def deployment(name: str, image: str) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
@@ -134,30 +124,30 @@ def main() -> int:
     for doc in yaml.safe_load_all(
         (REPO / "crds" / "datamigrations.datamigration.dev.yaml").read_text()
     ):
-        apply(
-            kube,
-            doc,
+        kube.server_side_apply(
             f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}",
+            doc,
+            field_manager="bench",
         )
     try:
         core.delete_namespace(NS)
         wait_for("the old bench namespace to go", lambda: not _exists(core, NS), timeout=120)
     except client.ApiException:
         pass
-    apply(
-        kube,
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+    kube.server_side_apply(
         f"/api/v1/namespaces/{NS}",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}},
+        field_manager="bench",
     )
-    apply(
-        kube,
+    kube.server_side_apply(
+        f"/api/v1/namespaces/{NS}/secrets/bench-db",
         {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": {"name": "bench-db", "namespace": NS},
             "stringData": {"url": "sqlite:////tmp/datamigration-bench.db"},
         },
-        f"/api/v1/namespaces/{NS}/secrets/bench-db",
+        field_manager="bench",
     )
 
     # Baseline: the API server's own create-to-watch latency.
@@ -181,14 +171,16 @@ def main() -> int:
         rss_0 = operator.rss_mb()
         print(f"operator RSS with no DataMigration: {rss_0:.1f} MB")
 
-        apply(
-            kube,
-            deployment("idle-app", "bench/idle-app:1"),
+        kube.server_side_apply(
             f"/apis/apps/v1/namespaces/{NS}/deployments/idle-app",
+            deployment("idle-app", "bench/idle-app:1"),
+            field_manager="bench",
         )
         for i in range(args.migrations):
             doc = migration(f"idle-{i:03d}", "idle-app", paused=True)
-            apply(kube, doc, migration_path(NS, doc["metadata"]["name"]))
+            kube.server_side_apply(
+                migration_path(NS, doc["metadata"]["name"]), doc, field_manager="bench"
+            )
 
         def all_reconciled() -> bool:
             items = kube.list_items(migration_path(NS))
@@ -209,10 +201,10 @@ def main() -> int:
         reactions: list[float] = []
         for i in range(args.trials):
             app = f"app-{i:02d}"
-            apply(
-                kube,
-                deployment(app, f"bench/{app}:1"),
+            kube.server_side_apply(
                 f"/apis/apps/v1/namespaces/{NS}/deployments/{app}",
+                deployment(app, f"bench/{app}:1"),
+                field_manager="bench",
             )
             wait_for(
                 f"{app} available",
@@ -222,7 +214,9 @@ def main() -> int:
                 timeout=60,
             )
             doc = migration(f"trial-{i:02d}", app)
-            apply(kube, doc, migration_path(NS, doc["metadata"]["name"]))
+            kube.server_side_apply(
+                migration_path(NS, doc["metadata"]["name"]), doc, field_manager="bench"
+            )
             wait_for(
                 "trial waiting for the rollout",
                 lambda: (

@@ -16,7 +16,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 import yaml
@@ -37,16 +36,6 @@ TERMINAL = ("Succeeded", "Failed", "Aborted", "Invalid")
 
 def say(message: str) -> None:
     print(f"\033[1m==> {message}\033[0m", flush=True)
-
-
-def apply(kube: KubeClient, doc: dict[str, Any], path: str) -> None:
-    kube.request(
-        "PATCH",
-        path,
-        body=doc,
-        query={"fieldManager": "demo", "force": "true"},
-        content_type="application/apply-patch+yaml",
-    )
 
 
 def show_table(engine: sa.Engine) -> None:
@@ -92,16 +81,16 @@ def main() -> int:
         for doc in yaml.safe_load_all(
             (REPO / "crds" / "datamigrations.datamigration.dev.yaml").read_text()
         ):
-            apply(
-                kube,
-                doc,
+            kube.server_side_apply(
                 f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}",
+                doc,
+                field_manager="demo",
             )
         role = chart.runner_cluster_role(Path(handle.bin_dir))
-        apply(
-            kube,
-            role,
+        kube.server_side_apply(
             f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role['metadata']['name']}",
+            role,
+            field_manager="demo",
         )
         wait_for(
             "the CRD to be served",
@@ -110,10 +99,10 @@ def main() -> int:
         )
 
         say(f"deploying shop-api 1.0 (3 replicas) and its database Secret in namespace {ns}")
-        apply(
-            kube,
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        kube.server_side_apply(
             f"/api/v1/namespaces/{ns}",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+            field_manager="demo",
         )
         secret = {
             "apiVersion": "v1",
@@ -121,10 +110,14 @@ def main() -> int:
             "metadata": {"name": "shop-db", "namespace": ns},
             "stringData": {"url": url.replace("postgresql+psycopg://", "postgresql://", 1)},
         }
-        apply(kube, secret, f"/api/v1/namespaces/{ns}/secrets/shop-db")
+        kube.server_side_apply(
+            f"/api/v1/namespaces/{ns}/secrets/shop-db", secret, field_manager="demo"
+        )
         (app,) = yaml.safe_load_all((REPO / "examples" / "app" / "shop-api.yaml").read_text())
         app["metadata"]["namespace"] = ns
-        apply(kube, app, f"/apis/apps/v1/namespaces/{ns}/deployments/shop-api")
+        kube.server_side_apply(
+            f"/apis/apps/v1/namespaces/{ns}/deployments/shop-api", app, field_manager="demo"
+        )
         wait_for(
             "shop-api 1.0 to be available",
             lambda: (
@@ -157,7 +150,7 @@ def main() -> int:
                 f"applying {EXAMPLE.relative_to(REPO)}/datamigration.yaml "
                 f"(kubectl get dm -n {ns} -w)"
             )
-            apply(kube, migration, migration_path(ns, name))
+            kube.server_side_apply(migration_path(ns, name), migration, field_manager="demo")
             phase = watch(kube, ns, name, args.timeout)
         finally:
             operator.stop()

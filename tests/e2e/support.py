@@ -51,14 +51,7 @@ class Kube:
 
     def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply, as `kubectl apply --server-side` does."""
-        path = resource_path(manifest)
-        return self.client.request(
-            "PATCH",
-            path,
-            body=manifest,
-            query={"fieldManager": "e2e", "force": "true"},
-            content_type="application/apply-patch+yaml",
-        )
+        return self.client.server_side_apply(resource_path(manifest), manifest, field_manager="e2e")
 
     def create_namespace(self, name: str) -> None:
         self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})

@@ -124,6 +124,16 @@ class KubeClient:
     def merge_patch(self, path: str, body: JSON) -> JSON:
         return self.request("PATCH", path, body=body, content_type="application/merge-patch+json")
 
+    def server_side_apply(self, path: str, body: JSON, *, field_manager: str) -> JSON:
+        """`kubectl apply --server-side --force-conflicts`: create or update what `body` names."""
+        return self.request(
+            "PATCH",
+            path,
+            body=body,
+            query={"fieldManager": field_manager, "force": "true"},
+            content_type="application/apply-patch+yaml",
+        )
+
     def delete(self, path: str, *, propagation: str = "Background") -> JSON:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}
         return self.request("DELETE", path, body=body)
