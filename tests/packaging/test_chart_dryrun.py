@@ -105,8 +105,19 @@ def test_server_side_dry_run(
     kubectl: Kubectl, names: Names, layout: Callable[[Names], tuple[str, ...]]
 ) -> None:
     manifests = _render(names, *layout(names))
+    # Server-side apply: validated by the API server like a real install, and indifferent to
+    # how earlier tests created the shared CRD (no last-applied annotation warnings).
     proc = kubectl(
-        "apply", "--dry-run=server", "--validate=strict", "-f", "-", stdin=manifests, check=False
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=dry-run-test",
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        "-",
+        stdin=manifests,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr, proc.stderr  # e.g. "would violate PodSecurity"
