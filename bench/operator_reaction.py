@@ -27,13 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes import client, config, watch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))  # an entry point: find the local-cluster harness
 
 from datamigration.k8s.client import KubeClient, migration_path  # noqa: E402
+from localcluster import chart  # noqa: E402
 from localcluster import cluster as local_cluster  # noqa: E402
 from localcluster.operatorproc import OperatorProcess  # noqa: E402
 from localcluster.waiting import wait_for  # noqa: E402
@@ -121,14 +121,7 @@ def main() -> int:
     config.load_kube_config(str(handle.kubeconfig))
     kube = KubeClient(client.ApiClient())
     apps, batch, core = client.AppsV1Api(), client.BatchV1Api(), client.CoreV1Api()
-    for doc in yaml.safe_load_all(
-        (REPO / "crds" / "datamigrations.datamigration.dev.yaml").read_text()
-    ):
-        kube.server_side_apply(
-            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}",
-            doc,
-            field_manager="bench",
-        )
+    chart.install_prerequisites(kube, Path(handle.bin_dir), field_manager="bench")
     try:
         core.delete_namespace(NS)
         wait_for("the old bench namespace to go", lambda: not _exists(core, NS), timeout=120)

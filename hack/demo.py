@@ -78,25 +78,7 @@ def main() -> int:
         show_table(engine)
 
         say("installing the CRD and the runner's ClusterRole")
-        for doc in yaml.safe_load_all(
-            (REPO / "crds" / "datamigrations.datamigration.dev.yaml").read_text()
-        ):
-            kube.server_side_apply(
-                f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}",
-                doc,
-                field_manager="demo",
-            )
-        role = chart.runner_cluster_role(Path(handle.bin_dir))
-        kube.server_side_apply(
-            f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role['metadata']['name']}",
-            role,
-            field_manager="demo",
-        )
-        wait_for(
-            "the CRD to be served",
-            lambda: bool(kube.get("/apis/datamigration.dev/v1alpha1")),
-            timeout=30,
-        )
+        chart.install_prerequisites(kube, Path(handle.bin_dir), field_manager="demo")
 
         say(f"deploying shop-api 1.0 (3 replicas) and its database Secret in namespace {ns}")
         kube.server_side_apply(

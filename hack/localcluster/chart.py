@@ -12,9 +12,13 @@ from typing import Any
 
 import yaml
 
+from datamigration.k8s.client import KubeClient
 from localcluster.paths import REPO_ROOT
+from localcluster.waiting import wait_for
 
 CHART = REPO_ROOT / "charts" / "datamigration-operator"
+CRD_NAME = "datamigrations.datamigration.dev"
+CRD = REPO_ROOT / "crds" / f"{CRD_NAME}.yaml"
 
 
 def render(
@@ -35,3 +39,22 @@ def runner_cluster_role(bin_dir: Path) -> dict[str, Any]:
     docs = render(bin_dir, "--show-only", "templates/runner-rbac.yaml")
     (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
     return role
+
+
+def install_prerequisites(kube: KubeClient, bin_dir: Path, *, field_manager: str) -> None:
+    """What a chart install puts in place before any operator runs: the CRD (from `crds/`, the
+    single source) and the runner's ClusterRole (as the chart renders it). Waits until the
+    DataMigration API is served."""
+    for doc in yaml.safe_load_all(CRD.read_text()):
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}"
+        kube.server_side_apply(path, doc, field_manager=field_manager)
+    role = runner_cluster_role(bin_dir)
+    path = f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role['metadata']['name']}"
+    kube.server_side_apply(path, role, field_manager=field_manager)
+
+    def served() -> bool:
+        crd = kube.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}")
+        conditions = crd.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_for("the DataMigration CRD to be established", served, timeout=60)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from support import CRD, Kube, OperatorProcess, eventually, load_documents
+from support import Kube, OperatorProcess, eventually
 
 from localcluster import chart
 
@@ -24,23 +24,7 @@ from localcluster import chart
 def kube(cluster: Any) -> Kube:
     """Admin access to the local cluster, with the CRD and the runner's ClusterRole installed."""
     k = Kube(Path(cluster.kubeconfig))
-    for doc in load_documents(CRD):
-        k.apply(doc)
-    k.apply(chart.runner_cluster_role(Path(cluster.bin_dir)))
-    eventually(
-        lambda: (
-            k.client.get(
-                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
-                "datamigrations.datamigration.dev"
-            )
-            .get("status", {})
-            .get("acceptedNames", {})
-            .get("kind")
-            == "DataMigration"
-        ),
-        timeout=30,
-        what="the CRD to be established",
-    )
+    chart.install_prerequisites(k.client, Path(cluster.bin_dir), field_manager="e2e")
     return k
 
 
