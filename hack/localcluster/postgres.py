@@ -31,7 +31,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from types import TracebackType
 import psycopg
 from psycopg import sql
 
+from localcluster.processes import free_port
 from localcluster.waiting import WaitError, wait_for
 
 PG_MAJOR = "15"
@@ -377,13 +377,6 @@ def database_name(name: str) -> str:
         digest = hashlib.sha256(name.encode()).hexdigest()[:8]
         cleaned = f"{cleaned[:54]}_{digest}"
     return cleaned
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _server_user_prefix() -> list[str]:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from datamigration.runner.engine import make_engine
 from datamigration.runner.redact import Scrubber, scrub, url_secrets
-from localcluster.postgres import free_port
+from localcluster.processes import free_port
 
 PASSWORD = "Sup3r-S3cret_pw"
 URL = f"postgresql://app_user:{PASSWORD}@db.internal:5432/app?sslmode=require"
