@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from datamigration.core.decide import Invalid, Observed, Workload
-from datamigration.core.jobs import LABEL_MIGRATION_UID, observe_job
+from datamigration.core.jobs import LABEL_MIGRATION_UID, observe_job, true_condition
 from datamigration.core.spec import MigrationSpec
 from datamigration.k8s.cluster import ClusterApi, label_selector
 
@@ -24,10 +24,7 @@ def observe(api: ClusterApi, body: dict[str, Any], spec: MigrationSpec | Invalid
 
     jobs = []
     for job in api.list_jobs(namespace, f"{LABEL_MIGRATION_UID}={meta['uid']}"):
-        failed = any(
-            c.get("type") == "Failed" and c.get("status") == "True"
-            for c in job.get("status", {}).get("conditions", []) or []
-        )
+        failed = true_condition(job, "Failed") is not None  # only then are its pods needed
         pods = api.list_pods(namespace, f"job-name={job['metadata']['name']}") if failed else []
         jobs.append(observe_job(job, pods))
 

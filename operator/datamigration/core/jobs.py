@@ -201,7 +201,8 @@ def build_job(
     }
 
 
-def _true_condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+def true_condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
+    """The Job's condition of this type when it is True (`Complete`, `Failed`, ...)."""
     for cond in job.get("status", {}).get("conditions", []) or []:
         if cond.get("type") == type_ and cond.get("status") == "True":
             found: Mapping[str, Any] = cond
@@ -232,9 +233,9 @@ def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Jo
     name = str(job.get("metadata", {}).get("name", ""))
     attempt = int(labels.get(LABEL_ATTEMPT, "0") or 0)
     phase = str(labels.get(LABEL_PHASE, ""))
-    if _true_condition(job, "Complete") or _true_condition(job, "SuccessCriteriaMet"):
+    if true_condition(job, "Complete") or true_condition(job, "SuccessCriteriaMet"):
         return JobObservation(name=name, phase=phase, attempt=attempt, outcome="Succeeded")
-    failed = _true_condition(job, "Failed")
+    failed = true_condition(job, "Failed")
     if failed is None:
         return JobObservation(name=name, phase=phase, attempt=attempt, outcome="Running")
     terminated = [t for t in (_terminated(p) for p in pods) if t is not None]

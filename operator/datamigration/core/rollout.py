@@ -48,13 +48,19 @@ class RolloutVerdict:
         return self.state == "Complete"
 
 
-def template_container_image(deployment: Obj, container: str) -> str | None:
-    """The image the Deployment's pod template gives `container`, or None if no such container."""
-    for c in deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+def _container_image(pod_spec: Obj, container: str) -> str | None:
+    """The image a pod spec gives `container`, or None if it has no such container."""
+    for c in pod_spec.get("containers", []):
         if c.get("name") == container:
             image: str = c.get("image", "")
             return image
     return None
+
+
+def template_container_image(deployment: Obj, container: str) -> str | None:
+    """The image the Deployment's pod template gives `container`, or None if no such container."""
+    template = deployment.get("spec", {}).get("template", {}).get("spec", {})
+    return _container_image(template, container)
 
 
 def container_names(deployment: Obj) -> list[str]:
@@ -64,14 +70,6 @@ def container_names(deployment: Obj) -> list[str]:
 
 def _owned_by(obj: Obj, uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences", []))
-
-
-def _pod_image(pod: Obj, container: str) -> str | None:
-    for c in pod.get("spec", {}).get("containers", []):
-        if c.get("name") == container:
-            image: str = c.get("image", "")
-            return image
-    return None
 
 
 def evaluate_rollout(
@@ -163,7 +161,9 @@ def evaluate_rollout(
             terminating_pods=len(terminating),
         )
     if expected_image is not None:
-        stale = [p for p in pods if _pod_image(p, container) != expected_image]
+        stale = [
+            p for p in pods if _container_image(p.get("spec", {}), container) != expected_image
+        ]
         if stale:
             return verdict(
                 "InProgress",
