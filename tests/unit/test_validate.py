@@ -9,7 +9,7 @@ from factories import spec, with_contract
 
 from datamigration.core.decide import Invalid
 from datamigration.core.spec import MigrationSpec
-from datamigration.core.validate import validate
+from datamigration.validation import validate
 
 
 def without(key: str) -> dict[str, Any]:

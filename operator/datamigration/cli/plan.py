@@ -23,7 +23,7 @@ from datamigration.core.errors import SpecError
 from datamigration.core.jobs import Owner, job_name
 from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec, PhaseSteps, parse_spec
 from datamigration.core.steps import BackfillStep, CommandStep, SqlStep, Step, VerifyStep
-from datamigration.core.validate import validate
+from datamigration.validation import validate
 from datamigration.lint import Finding, Severity, format_findings, lint_document, lint_steps
 
 KIND = "DataMigration"

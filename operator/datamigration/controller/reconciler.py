@@ -21,7 +21,7 @@ from datamigration.controller.act import act
 from datamigration.controller.observe import observe
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.decide import TERMINAL, Invalid, Observed, decide
-from datamigration.core.validate import validate
+from datamigration.validation import validate
 from datamigration.k8s.cluster import ClusterApi
 
 log = logging.getLogger(__name__)
