@@ -12,7 +12,7 @@ from typing import Any
 from datamigration.core.decide import Invalid
 from datamigration.core.errors import SpecError
 from datamigration.core.spec import MigrationSpec, parse_spec
-from datamigration.lint import Severity, lint_steps
+from datamigration.lint import lint_spec
 
 
 def validate(raw_spec: Any) -> MigrationSpec | Invalid:
@@ -22,10 +22,9 @@ def validate(raw_spec: Any) -> MigrationSpec | Invalid:
     except SpecError as exc:
         return Invalid((str(exc),))
     problems = [
-        f'spec.{phase}: step "{finding.step}": {finding.rule}: {finding.message} '
-        f"(in: {finding.statement})"
-        for phase in ("expand", "backfill", "contract")
-        for finding in lint_steps(phase, list(spec.job_steps(phase).steps))
-        if finding.severity == Severity.ERROR
+        f'{finding.field or "spec." + finding.phase}: step "{finding.step}": {finding.rule}: '
+        f"{finding.message}" + (f" (in: {finding.statement})" if finding.statement else "")
+        for finding in lint_spec(spec)
+        if finding.blocking  # an error the step did not allow explicitly (lint.allow)
     ]
     return Invalid(tuple(problems)) if problems else spec

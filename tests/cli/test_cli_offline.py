@@ -202,9 +202,9 @@ class LintCase:
 LINT_CASES = {
     "clean": LintCase([d.manifest()], 0, "no findings"),
     "warning only": LintCase(
-        [with_expand_sql("CREATE INDEX users_email ON users (email)")],
+        [with_expand_sql("ALTER TABLE users ADD COLUMN visits int")],
         0,
-        "create-index-not-concurrently",
+        "prefer-bigint",
     ),
     "error": LintCase(
         [with_expand_sql("ALTER TABLE users DROP COLUMN legacy")], 1, "1 error, 0 warnings"

@@ -33,6 +33,10 @@ def sql(text: str, transactional: bool = True) -> dict[str, Any]:
     return {"name": "step", "sql": text, "transactional": transactional}
 
 
+def named(name: str, text: str, transactional: bool = True) -> dict[str, Any]:
+    return {"name": name, "sql": text, "transactional": transactional}
+
+
 # (id, sql, verdicts in expand, verdicts in contract)
 CATALOGUE: list[tuple[str, str, list[tuple[str, Severity]], list[tuple[str, Severity]]]] = [
     ("drop-table", "DROP TABLE users", [("drop-table", E)], []),
@@ -94,7 +98,7 @@ CATALOGUE: list[tuple[str, str, list[tuple[str, Severity]], list[tuple[str, Seve
     (
         "add-column-volatile-default",
         "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid()",
-        [("add-column-volatile-default", W)],
+        [("add-column-volatile-default", E)],
         [("add-column-volatile-default", W)],
     ),
     ("truncate", "TRUNCATE users", [("truncate", E)], []),
@@ -108,7 +112,7 @@ CATALOGUE: list[tuple[str, str, list[tuple[str, Severity]], list[tuple[str, Seve
     (
         "create-index-blocking",
         "CREATE INDEX users_email ON users (email)",
-        [("create-index-not-concurrently", W)],
+        [("create-index-not-concurrently", E)],
         [("create-index-not-concurrently", W)],
     ),
     (
@@ -120,13 +124,13 @@ CATALOGUE: list[tuple[str, str, list[tuple[str, Severity]], list[tuple[str, Seve
     (
         "add-foreign-key-validating",
         "ALTER TABLE orders ADD CONSTRAINT fk FOREIGN KEY (user_id) REFERENCES users (id)",
-        [("add-constraint-validating", W)],
+        [("add-constraint-validating", E)],
         [("add-constraint-validating", W)],
     ),
     (
         "add-unique-constraint",
         "ALTER TABLE users ADD CONSTRAINT u UNIQUE (email)",
-        [("add-unique-constraint-locking", W)],
+        [("add-unique-constraint-locking", E)],
         [("add-unique-constraint-locking", W)],
     ),
     ("unparseable", "ALTR TABLE users", [("unparseable-sql", E)], [("unparseable-sql", E)]),
@@ -140,14 +144,17 @@ CATALOGUE: list[tuple[str, str, list[tuple[str, Severity]], list[tuple[str, Seve
 ]
 
 SAFE = [
-    ("create-table", "CREATE TABLE audit (id bigserial PRIMARY KEY, at timestamptz NOT NULL)"),
+    (
+        "create-table",
+        "CREATE TABLE audit (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "at timestamptz NOT NULL)",
+    ),
     ("add-nullable-column", "ALTER TABLE users ADD COLUMN email_address text"),
     (
         "add-column-constant-default",
         "ALTER TABLE users ADD COLUMN tier text NOT NULL DEFAULT 'free'",
     ),
     ("add-column-now-default", "ALTER TABLE users ADD COLUMN seen timestamptz DEFAULT now()"),
-    ("drop-not-null", "ALTER TABLE users ALTER COLUMN email DROP NOT NULL"),
     ("set-default", "ALTER TABLE users ALTER COLUMN tier SET DEFAULT 'free'"),
     ("check-not-valid", "ALTER TABLE users ADD CONSTRAINT c CHECK (email IS NOT NULL) NOT VALID"),
     ("validate-constraint", "ALTER TABLE users VALIDATE CONSTRAINT c"),
@@ -158,7 +165,7 @@ SAFE = [
     ("insert", "INSERT INTO settings (k, v) VALUES ('a', 'b')"),
     ("create-view", "CREATE VIEW active_users AS SELECT * FROM users WHERE active"),
     ("rename-index", "ALTER INDEX users_email RENAME TO users_email_idx"),
-    ("comment-mentions-drop", "-- DROP TABLE users\nALTER TABLE users ADD COLUMN x int"),
+    ("comment-mentions-drop", "-- DROP TABLE users\nALTER TABLE users ADD COLUMN x text"),
     ("string-mentions-drop", "INSERT INTO log (msg) VALUES ('DROP TABLE users; TRUNCATE x')"),
     (
         "function-body-mentions-drop",
@@ -166,12 +173,12 @@ SAFE = [
     ),
     (
         "index-on-new-table",
-        "CREATE TABLE audit (id int, at timestamptz); CREATE INDEX audit_at ON audit (at)",
+        "CREATE TABLE audit (id bigint, at timestamptz); CREATE INDEX audit_at ON audit (at)",
     ),
     (
         "not-null-on-new-table",
-        "CREATE TABLE t (a int); ALTER TABLE t ALTER COLUMN a SET NOT NULL, "
-        "ADD COLUMN b int NOT NULL, ADD CONSTRAINT u UNIQUE (a)",
+        "CREATE TABLE t (a bigint); ALTER TABLE t ALTER COLUMN a SET NOT NULL, "
+        "ADD COLUMN b bigint NOT NULL, ADD CONSTRAINT u UNIQUE (a)",
     ),
 ]
 
@@ -197,27 +204,35 @@ def test_safe_statements(phase: str, statement: str) -> None:
 
 
 def test_set_not_null_after_a_validated_not_null_check_is_clean() -> None:
-    # The documented cheap way (examples/02): no scan under the lock, nothing newly rejected.
-    cheap = (
-        "ALTER TABLE orders ADD CONSTRAINT c CHECK (currency IS NOT NULL) NOT VALID; "
+    # The documented cheap way (examples/02): the NOT VALID add, then in a later step (its own
+    # transaction) VALIDATE and SET NOT NULL: no scan under the lock, nothing newly rejected.
+    add = "ALTER TABLE orders ADD CONSTRAINT c CHECK (currency IS NOT NULL) NOT VALID"
+    rest = (
         "ALTER TABLE orders VALIDATE CONSTRAINT c; "
         "ALTER TABLE orders ALTER COLUMN currency SET NOT NULL; "
         "ALTER TABLE orders DROP CONSTRAINT c"
     )
-    assert verdicts("contract", sql(cheap)) == []
+    assert verdicts("contract", named("add", add), named("rest", rest)) == []
+    # In one transaction, VALIDATE keeps the add's lock through the scan.
+    assert verdicts("contract", sql(f"{add}; {rest}")) == [
+        ("validate-in-same-transaction", W),
+        ("access-exclusive-then-more", W),
+    ]
+    assert ("validate-in-same-transaction", E) in verdicts("expand", sql(f"{add}; {rest}"))
     # Without the VALIDATE, the check proves nothing about existing rows.
-    unvalidated = (
-        "ALTER TABLE orders ADD CONSTRAINT c CHECK (currency IS NOT NULL) NOT VALID; "
-        "ALTER TABLE orders ALTER COLUMN currency SET NOT NULL"
-    )
-    assert verdicts("contract", sql(unvalidated)) == [("set-not-null", W)]
+    unvalidated = "ALTER TABLE orders ALTER COLUMN currency SET NOT NULL"
+    assert verdicts("contract", named("add", add), named("set", unvalidated)) == [
+        ("set-not-null", W)
+    ]
     # A check on another column does not count.
     other = (
-        "ALTER TABLE orders ADD CONSTRAINT c CHECK (country IS NOT NULL) NOT VALID; "
-        "ALTER TABLE orders VALIDATE CONSTRAINT c; "
-        "ALTER TABLE orders ALTER COLUMN currency SET NOT NULL"
+        "ALTER TABLE orders ADD CONSTRAINT c CHECK (country IS NOT NULL) NOT VALID",
+        "ALTER TABLE orders VALIDATE CONSTRAINT c",
+        "ALTER TABLE orders ALTER COLUMN currency SET NOT NULL",
     )
-    assert verdicts("contract", sql(other)) == [("set-not-null", W)]
+    assert verdicts("contract", *(named(f"s{i}", t) for i, t in enumerate(other))) == [
+        ("set-not-null", W)
+    ]
 
 
 def test_concurrent_index_in_a_non_transactional_step_is_clean() -> None:
@@ -352,7 +367,7 @@ def test_lint_document_reports_an_invalid_spec_with_its_field() -> None:
 
 def test_lint_file_with_several_documents(tmp_path: Path) -> None:
     path = tmp_path / "migrations.yaml"
-    safe = manifest(expand={"steps": [{"name": "add", "sql": "ALTER TABLE t ADD COLUMN c int"}]})
+    safe = manifest(expand={"steps": [{"name": "add", "sql": "ALTER TABLE t ADD COLUMN c text"}]})
     unsafe = manifest(expand={"steps": [{"name": "drop", "sql": "DROP TABLE t"}]})
     unsafe["metadata"]["name"] = "second"
     secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}}

@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from datamigration.core.errors import SpecError
@@ -43,6 +43,19 @@ _STEP_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_IDENTIFIER = 63
 _ENV_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+_RULE_ID = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+MAX_LINT_REASON = 1024
+
+
+@dataclass(frozen=True)
+class LintAllow:
+    """A step's explicit, reviewed opt-out of named lint rules (`lint: {allow, reason}`).
+
+    The lint checks that each id names a rule that may be allowed; allowed findings are still
+    reported, marked with the reason."""
+
+    allow: tuple[str, ...]
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +63,8 @@ class Step:
     """One step of a phase. Subclasses add the definition of their kind."""
 
     name: str
+    # Not part of `definition()`: allowing a lint rule does not change what the step does.
+    lint: LintAllow | None = field(default=None, kw_only=True)
     kind: ClassVar[str] = ""
 
     def definition(self) -> dict[str, Any]:
@@ -164,13 +179,13 @@ def _parse_step(item: object, path: str) -> Step:
             path, "must be a mapping with a name and one of sql, backfill, verify, command"
         )
     kinds = [kind for kind in STEP_KINDS if kind in item]
-    allowed = {"name", *STEP_KINDS, "transactional"}
+    allowed = {"name", *STEP_KINDS, "transactional", "lint"}
     for key in item:
         if key not in allowed:
             raise SpecError(
                 f"{path}.{key}",
                 "unknown field (a step has name, exactly one of sql, backfill, verify, command, "
-                "and transactional for sql steps)",
+                "transactional for sql steps, and lint)",
             )
     name = _step_name(item.get("name"), f"{path}.name")
     if not kinds:
@@ -182,16 +197,39 @@ def _parse_step(item: object, path: str) -> Step:
         raise SpecError(f"{path}.transactional", "only applies to sql steps")
     body_path = f"{path}.{kind}"
     body = item[kind]
+    lint = _lint_allow(item["lint"], f"{path}.lint") if "lint" in item else None
+    step: Step
     if kind == "sql":
         transactional = item.get("transactional", True)
         if not isinstance(transactional, bool):
             raise SpecError(f"{path}.transactional", "must be true or false")
-        return SqlStep(name=name, sql=_text(body, body_path), transactional=transactional)
-    if kind == "backfill":
-        return _parse_backfill(name, body, body_path)
-    if kind == "verify":
-        return _parse_verify(name, body, body_path)
-    return _parse_command(name, body, body_path)
+        step = SqlStep(name=name, sql=_text(body, body_path), transactional=transactional)
+    elif kind == "backfill":
+        step = _parse_backfill(name, body, body_path)
+    elif kind == "verify":
+        step = _parse_verify(name, body, body_path)
+    else:
+        step = _parse_command(name, body, body_path)
+    return step if lint is None else replace(step, lint=lint)
+
+
+def _lint_allow(raw: object, path: str) -> LintAllow:
+    """`lint: {allow: [rule-id, ...], reason: "..."}`; the lint checks the ids name rules."""
+    fields = _mapping(raw, path, {"allow", "reason"})
+    allow = fields.get("allow")
+    if not isinstance(allow, list) or not allow:
+        raise SpecError(f"{path}.allow", "must be a non-empty list of lint rule ids")
+    for index, rule in enumerate(allow):
+        if not isinstance(rule, str) or not _RULE_ID.fullmatch(rule):
+            raise SpecError(f"{path}.allow[{index}]", "must be a lint rule id such as drop-column")
+        if rule in allow[:index]:
+            raise SpecError(f"{path}.allow[{index}]", f"{rule} is listed twice")
+    reason = fields.get("reason")
+    if not isinstance(reason, str) or not reason.strip():
+        raise SpecError(f"{path}.reason", "is required: say why the rule does not apply here")
+    if len(reason) > MAX_LINT_REASON:
+        raise SpecError(f"{path}.reason", f"must be at most {MAX_LINT_REASON} characters")
+    return LintAllow(allow=tuple(allow), reason=reason.strip())
 
 
 def _parse_backfill(name: str, body: object, path: str) -> BackfillStep:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pglast import parse_sql
-from pglast.parser import ParseError
 
 from datamigration.core.errors import SpecError
+from datamigration.core.spec import MigrationSpec
 from datamigration.core.steps import (
     STEP_PHASES,
     BackfillStep,
@@ -29,58 +29,186 @@ from datamigration.core.steps import (
     VerifyStep,
     parse_steps,
 )
+from datamigration.lint.analyze import (
+    Hit,
+    PhaseScope,
+    analyze_expression_sql,
+    analyze_sql,
+    split_statements,
+)
 from datamigration.lint.findings import Finding, Severity, shorten
-from datamigration.lint.rules import RULES, Scope, classify, is_read_only_select
+from datamigration.lint.rules import RULES
 
 KIND = "DataMigration"
+# Nodes a read-only query may not contain anywhere (writes, SELECT INTO, row locks).
+_NOT_READ_ONLY = re.compile(
+    r'\{"(InsertStmt|UpdateStmt|DeleteStmt|MergeStmt)":|"intoClause":|"lockingClause":'
+)
 
 
 def lint_steps(
-    phase: str, steps: Sequence[Step], *, migration: str = "", source: str = ""
+    phase: str,
+    steps: Sequence[Step],
+    *,
+    migration: str = "",
+    source: str = "",
+    paths: Sequence[str] | None = None,
 ) -> list[Finding]:
-    """Findings for the steps of one phase (`expand`, `backfill` or `contract`)."""
-    findings: list[Finding] = []
-    scope = Scope()
+    """Findings for the steps of one phase (`expand`, `backfill` or `contract`).
 
-    def add(rule_id: str, step: Step, statement: str, message: str = "") -> None:
-        rule = RULES[rule_id]
-        severity = rule.severity(phase)
+    `paths` names each step's field (default `spec.<phase>.steps[i]`); findings carry it in
+    `Finding.field`. Findings of rules a step allows (`lint.allow`) come back with `allowed_by`.
+    """
+    findings: list[Finding] = []
+    scope = PhaseScope()
+    where = _Where(phase, migration, source)
+    for index, step in enumerate(steps):
+        path = paths[index] if paths is not None else f"spec.{phase}.steps[{index}]"
+        allowed, problems = _check_allow(step, path)
+        findings += [where.invalid(message, step, f"{path}.lint") for message in problems]
+        for hit, field in _step_hits(step, path, scope):
+            finding = where.finding(hit, step, field, path, allowed)
+            if finding is not None:
+                findings.append(finding)
+    return findings
+
+
+@dataclass(frozen=True)
+class _Where:
+    """What every finding of one `lint_steps` call shares."""
+
+    phase: str
+    migration: str
+    source: str
+
+    def finding(
+        self, hit: Hit, step: Step, field: str, path: str, allowed: frozenset[str]
+    ) -> Finding | None:
+        rule = RULES[hit.rule]
+        severity = rule.severity(self.phase)
         if severity is None:
-            return
-        findings.append(
-            Finding(
-                rule=rule_id,
-                severity=severity,
-                message=message or rule.message,
-                phase=phase,
-                step=step.name,
-                statement=shorten(statement),
-                migration=migration,
-                source=source,
-            )
+            return None
+        if hit.rule == "unparseable-sql":
+            message = _unparseable(hit.detail)
+        elif hit.detail:
+            message = f"{rule.reason} ({hit.detail}) {rule.recipe}"
+        else:
+            message = rule.message
+        if hit.rule == "concurrently-in-transaction":
+            field = f"{path}.transactional"
+            message += f" Set {field}: false."
+        reason = step.lint.reason if step.lint and hit.rule in allowed else None
+        return Finding(
+            rule=hit.rule,
+            severity=severity,
+            message=message,
+            phase=self.phase,
+            step=step.name,
+            statement=shorten(hit.statement),
+            migration=self.migration,
+            source=self.source,
+            field=field,
+            allowed_by=reason,
         )
 
-    for step in steps:
-        if isinstance(step, SqlStep):
-            parsed = _parse(step.sql)
-            if isinstance(parsed, str):
-                add("unparseable-sql", step, step.sql, _unparseable(parsed))
-                continue
-            for text, statement in parsed:
-                for rule_id in classify(statement, transactional=step.transactional, scope=scope):
-                    add(rule_id, step, text)
-        elif isinstance(step, BackfillStep):
-            for column, expression in step.set:
-                _check_expression(add, step, f"SELECT ({expression})", f"{column} = {expression}")
-            if step.where:
-                _check_expression(add, step, f"SELECT 1 WHERE ({step.where})", step.where)
-        elif isinstance(step, VerifyStep):
-            parsed = _parse(step.query)
-            if isinstance(parsed, str):
-                add("unparseable-sql", step, step.query, _unparseable(parsed))
-            elif len(parsed) != 1 or not is_read_only_select(parsed[0][1]):
-                add("verify-not-read-only", step, step.query)
+    def invalid(self, message: str, step: Step, field: str) -> Finding:
+        return Finding(
+            rule="invalid-spec",
+            severity=Severity.ERROR,
+            message=message,
+            phase=self.phase,
+            step=step.name,
+            migration=self.migration,
+            source=self.source,
+            field=field,
+        )
+
+
+def _step_hits(step: Step, path: str, scope: PhaseScope) -> list[tuple[Hit, str]]:
+    if isinstance(step, SqlStep):
+        field = f"{path}.sql"
+        result = analyze_sql(step.sql, transactional=step.transactional, scope=scope)
+        if isinstance(result, str):
+            return [(Hit("unparseable-sql", step.sql, result), field)]
+        return [(hit, field) for hit in result]
+    if isinstance(step, BackfillStep):
+        hits: list[tuple[Hit, str]] = []
+        for column, expression in step.set:
+            field = f"{path}.backfill.set.{column}"
+            shown = f"{column} = {expression}"
+            hits += [
+                (h, field)
+                for h in _query_hits(f"SELECT ({expression})", shown, scope, "invalid-expression")
+            ]
+        if step.where:
+            field = f"{path}.backfill.where"
+            hits += [
+                (h, field)
+                for h in _query_hits(
+                    f"SELECT 1 WHERE ({step.where})", step.where, scope, "invalid-expression"
+                )
+            ]
+        return hits
+    if isinstance(step, VerifyStep):
+        field = path + (".query" if ".verify[" in path else ".verify.query")
+        return [
+            (h, field) for h in _query_hits(step.query, step.query, scope, "verify-not-read-only")
+        ]
+    return []
+
+
+def _query_hits(sql: str, shown: str, scope: PhaseScope, not_read_only: str) -> list[Hit]:
+    """A read-only query (verify) or a wrapped expression (backfill): one SELECT, no writes,
+    no row locks, no SELECT INTO, and no function with side effects."""
+    parsed = split_statements(sql)
+    if isinstance(parsed, str):
+        return [Hit("unparseable-sql", shown, parsed)]
+    if len(parsed) != 1 or not parsed[0][1].startswith('{"stmt":{"SelectStmt":'):
+        return [Hit(not_read_only, shown)]
+    if _NOT_READ_ONLY.search(parsed[0][1]):
+        return [Hit(not_read_only, shown)]
+    return [Hit(hit.rule, shown, hit.detail) for hit in analyze_expression_sql(sql, scope)]
+
+
+def _check_allow(step: Step, path: str) -> tuple[frozenset[str], list[str]]:
+    """The rule ids the step allows, and a message for each id that cannot be allowed."""
+    if step.lint is None:
+        return frozenset(), []
+    problems: list[str] = []
+    for index, rule_id in enumerate(step.lint.allow):
+        field = f"{path}.lint.allow[{index}]"
+        rule = RULES.get(rule_id)
+        if rule is None:
+            problems.append(f"{field}: unknown lint rule {rule_id!r} (docs/lint.md lists the ids)")
+        elif not rule.allowable:
+            problems.append(f"{field}: the lint rule {rule_id} cannot be allowed: {rule.message}")
+    return frozenset(step.lint.allow), problems
+
+
+def step_paths(spec: MigrationSpec, phase: str) -> list[str]:
+    """The field of each step `spec.job_steps(phase)` returns, in the same order."""
+    if phase == "contract":
+        verify = [f"spec.contract.verify[{i}]" for i in range(len(spec.contract.verify.steps))]
+        steps = [f"spec.contract.steps[{i}]" for i in range(len(spec.contract.steps.steps))]
+        return verify + steps
+    return [f"spec.{phase}.steps[{i}]" for i in range(len(spec.job_steps(phase).steps))]
+
+
+def lint_spec(spec: MigrationSpec, *, migration: str = "", source: str = "") -> list[Finding]:
+    """Findings for every phase of a parsed spec (what admission, plan and status use)."""
+    findings: list[Finding] = []
+    for phase in STEP_PHASES:
+        steps = list(spec.job_steps(phase).steps)
+        findings += lint_steps(
+            phase, steps, migration=migration, source=source, paths=step_paths(spec, phase)
+        )
     return findings
+
+
+def allowed_findings(spec: MigrationSpec) -> list[Finding]:
+    """The findings a step's `lint.allow` let through, with their reason (`allowed_by`): for
+    `plan`, the status and an Event, so an opt-out is always visible."""
+    return [finding for finding in lint_spec(spec) if finding.allowed_by is not None]
 
 
 def lint_document(document: Mapping[str, Any], *, source: str = "") -> list[Finding]:
@@ -114,12 +242,15 @@ def lint_document(document: Mapping[str, Any], *, source: str = "") -> list[Find
             continue
         try:
             steps = parse_steps(section.get("steps"), f"spec.{phase}.steps")
+            paths = [f"spec.{phase}.steps[{i}]" for i in range(len(steps))]
             if phase == "contract":  # the CRD's spec.contract.verify: checks before contract
-                steps = _contract_verify(section.get("verify")) + steps
+                verify = _contract_verify(section.get("verify"))
+                paths = [f"spec.contract.verify[{i}]" for i in range(len(verify))] + paths
+                steps = verify + steps
         except SpecError as exc:
             findings += invalid(str(exc), phase)
             continue
-        findings += lint_steps(phase, steps, migration=migration, source=source)
+        findings += lint_steps(phase, steps, migration=migration, source=source, paths=paths)
     return findings
 
 
@@ -174,34 +305,11 @@ def lint_file(path: str | Path) -> list[Finding]:
     return findings
 
 
-def _parse(sql: str) -> list[tuple[str, Any]] | str:
-    """(statement text, AST) pairs, or the parser's error message."""
-    try:
-        raw_statements = parse_sql(sql)
-    except ParseError as exc:
-        return str(exc.args[0]) if exc.args else str(exc)
-    encoded = sql.encode("utf-8")  # libpg_query reports byte offsets
-    parsed: list[tuple[str, Any]] = []
-    for raw in raw_statements:
-        start = raw.stmt_location or 0
-        end = start + raw.stmt_len if raw.stmt_len else len(encoded)
-        parsed.append((encoded[start:end].decode("utf-8", "replace").strip(), raw.stmt))
-    return parsed
-
-
 def _unparseable(parser_message: str) -> str:
     return (
         f"PostgreSQL's parser rejects this SQL: {parser_message}. "
         "Fix the syntax (the lint checks PostgreSQL SQL)."
     )
-
-
-def _check_expression(add: Any, step: Step, wrapped: str, shown: str) -> None:
-    parsed = _parse(wrapped)
-    if isinstance(parsed, str):
-        add("unparseable-sql", step, shown, _unparseable(parsed))
-    elif len(parsed) != 1 or not is_read_only_select(parsed[0][1]):
-        add("invalid-expression", step, shown)
 
 
 def _migration_name(document: Mapping[str, Any]) -> str:

@@ -1,8 +1,10 @@
 """What the safety lint reports, and how it prints it.
 
-A `Finding` names where (migration, phase, step, statement), what (a stable kebab-case rule id and
-a severity) and why + what to do (one line). `format_findings` is the complete text the CLI prints;
-the CLI exits 1 when `has_errors(findings)`.
+A `Finding` names where (migration, phase, step, the step's field, statement), what (a stable
+kebab-case rule id and a severity) and why + what to do (one line). A finding of a rule the step
+allows explicitly (`lint: {allow: [rule], reason}`) is still reported, with `allowed_by` set to
+the reason; it does not block (`blocking`). `format_findings` is the complete text the CLI
+prints; the CLI exits 1 when `has_errors(findings)`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,13 @@ class Finding:
     statement: str = ""  # shortened
     migration: str = ""  # "<namespace>/<name>" or the name, when linting manifests
     source: str = ""  # the file, when linting a file
+    field: str = ""  # the step's field, e.g. spec.expand.steps[0].sql
+    allowed_by: str | None = None  # the step's lint.reason when its lint.allow names the rule
+
+    @property
+    def blocking(self) -> bool:
+        """An error the step did not explicitly allow: the operator refuses the spec."""
+        return self.severity == Severity.ERROR and self.allowed_by is None
 
     @property
     def location(self) -> str:
@@ -49,7 +58,8 @@ def shorten(statement: str, width: int = STATEMENT_WIDTH) -> str:
 
 
 def has_errors(findings: Iterable[Finding]) -> bool:
-    return any(finding.severity == Severity.ERROR for finding in findings)
+    """Any blocking finding (an error not allowed by its step)."""
+    return any(finding.blocking for finding in findings)
 
 
 def format_findings(findings: Sequence[Finding]) -> str:
@@ -58,14 +68,21 @@ def format_findings(findings: Sequence[Finding]) -> str:
         return "no findings"
     lines: list[str] = []
     for finding in findings:
-        head = f"{finding.severity.value}: {finding.location}: {finding.rule}"
+        level = finding.severity.value
+        if finding.allowed_by is not None:
+            level = f"allowed {level}"
+        head = f"{level}: {finding.location}: {finding.rule}"
         if finding.statement:
             head += f": {finding.statement}"
         lines.append(head)
         lines.append(f"    {finding.message}")
-    errors = sum(1 for finding in findings if finding.severity == Severity.ERROR)
-    warnings = len(findings) - errors
-    lines.append(f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}")
+        if finding.allowed_by is not None:
+            lines.append(f"    allowed by the step's lint.allow: {finding.allowed_by}")
+    errors = sum(1 for finding in findings if finding.blocking)
+    allowed = sum(1 for finding in findings if finding.allowed_by is not None)
+    warnings = len(findings) - errors - allowed
+    tail = f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}"
+    lines.append(tail + (f", {allowed} allowed" if allowed else ""))
     return "\n".join(lines)
 
 
