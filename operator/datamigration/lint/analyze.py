@@ -169,7 +169,16 @@ _HANDLED = [
     "VacuumStmt",
     "VariableSetStmt",
 ]
-_HANDLED_SET = frozenset(_HANDLED)
+_HANDLED_SET = frozenset(
+    [
+        *_HANDLED,
+        "AlterDefaultPrivilegesStmt",
+        "CreateTrigStmt",
+        "CreateEventTrigStmt",
+        "AlterTableMoveAllStmt",
+        "DiscardStmt",
+    ]
+)
 _NODE = re.compile(r'\{"([A-Z][A-Za-z]*Stmt)":')  # then filtered by _HANDLED_SET (faster)
 # A function call's name, read straight from the JSON (funcname is FuncCall's first field): the
 # call itself is only decoded when its arguments matter (set_config).
@@ -285,6 +294,8 @@ def _const(node: Any) -> Any:
         if cast is not None:
             value = _const(cast.get("arg"))
             typename = (_strings(cast.get("typeName", {}).get("names")) or [""])[-1]
+            if typename in ("bool", "boolean") and isinstance(value, int):
+                return value != 0
             if typename in ("bool", "boolean") and isinstance(value, str):
                 low = value.strip().lower()
                 if low in ("t", "true", "y", "yes", "on", "1"):
@@ -350,6 +361,14 @@ def truth(node: Any, depth: int = 0) -> bool | None:
                 return bool(_COMPARE[op](a, b))
             except TypeError:
                 return None
+        if kind in ("AEXPR_LIKE", "AEXPR_ILIKE") and op in ("~~", "!~~", "~~*", "!~~*"):
+            a, b = _const(left), _const(right)
+            if not isinstance(a, str) or not isinstance(b, str):
+                return None
+            pattern = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in b)
+            flags = re.IGNORECASE | re.DOTALL if "*" in op else re.DOTALL
+            matched = re.fullmatch(pattern, a, flags) is not None
+            return matched if not op.startswith("!") else not matched
         if kind == "AEXPR_IN" and isinstance(right, dict) and "List" in right:
             a = _const(left)
             items = [_const(item) for item in right["List"].get("items", ())]
@@ -379,9 +398,16 @@ def truth(node: Any, depth: int = 0) -> bool | None:
     if "SubLink" in node:
         body = node["SubLink"]
         select = body.get("subselect", {}).get("SelectStmt", {})
-        if body.get("subLinkType") == "EXISTS_SUBLINK" and select and "fromClause" not in select:
-            where = select.get("whereClause")
-            return True if where is None else (True if truth(where, depth + 1) else None)
+        if not select or "fromClause" in select:
+            return None
+        where = select.get("whereClause")
+        if where is not None and truth(where, depth + 1) is not True:
+            return None
+        if body.get("subLinkType") == "EXISTS_SUBLINK":
+            return True
+        targets = select.get("targetList") or []
+        if body.get("subLinkType") == "EXPR_SUBLINK" and len(targets) == 1:
+            return truth(targets[0].get("ResTarget", {}).get("val"), depth + 1)
         return None
     return None
 
@@ -572,6 +598,14 @@ _RENAME_RULES = {
     "OBJECT_PROCEDURE": "rename-object",
     "OBJECT_ROUTINE": "rename-object",
     "OBJECT_AGGREGATE": "rename-object",
+}
+# ALTER TABLE subcommands that take something away from the old code.
+_REMOVALS = {
+    "AT_DropColumn": "drop-column",
+    "AT_DropConstraint": "drop-constraint",
+    "AT_DropNotNull": "drop-not-null",
+    "AT_DropIdentity": "drop-default",
+    "AT_DetachPartition": "detach-partition",
 }
 _REWRITES = {
     "AT_SetLogged": "set-logged-unlogged",
@@ -826,6 +860,13 @@ class _Analyzer:
         if name not in self.step.phase.routines:
             self.hit("unknown-call", text, f"procedure {name}")
 
+    def _CreateTrigStmt(self, body: Node, text: str, depth: int) -> None:  # noqa: N802
+        name = _funcname(body)
+        if name not in self.step.phase.routines:
+            self.hit("unknown-call", text, f"trigger function {name}")
+
+    _CreateEventTrigStmt = _CreateTrigStmt
+
     def _PrepareStmt(self, body: Node, text: str, depth: int) -> None:
         self.step.phase.prepared.add(str(body.get("name", "")))
 
@@ -918,6 +959,10 @@ class _Analyzer:
 
     _GrantRoleStmt = _GrantStmt
 
+    def _AlterDefaultPrivilegesStmt(self, body: Node, text: str, depth: int) -> None:  # noqa: N802
+        if not (body.get("action") or {}).get("is_grant"):
+            self.hit("revoke", text)
+
     def _AlterRoleStmt(self, body: Node, text: str, depth: int) -> None:
         self.hit("alter-role", text)
 
@@ -954,6 +999,13 @@ class _Analyzer:
     def _CopyStmt(self, body: Node, text: str, depth: int) -> None:
         if body.get("is_program") or body.get("filename"):
             self.hit("server-side-copy", text)
+
+    def _DiscardStmt(self, body: Node, text: str, depth: int) -> None:  # noqa: N802
+        if body.get("target") == "DISCARD_ALL":
+            self.hit("timeout-override", text)
+
+    def _AlterTableMoveAllStmt(self, body: Node, text: str, depth: int) -> None:  # noqa: N802
+        self.hit("set-tablespace", text)
 
     def _RuleStmt(self, body: Node, text: str, depth: int) -> None:
         self.hit("create-rule", text)
@@ -1031,18 +1083,9 @@ class _Analyzer:
         schema, table = _rel_key(relation)
         definition = command.get("def") or {}
         column_name = str(command.get("name", ""))
-        if subtype == "AT_DropColumn":
-            if not new:
-                self.hit("drop-column", text)
-        elif subtype == "AT_DropConstraint":
-            if not new:
-                self.hit("drop-constraint", text)
-        elif subtype == "AT_DropNotNull":
-            if not new:
-                self.hit("drop-not-null", text)
-        elif (subtype == "AT_ColumnDefault" and not definition) or subtype == "AT_DropIdentity":
-            if not new:
-                self.hit("drop-default", text)
+        if subtype in _REMOVALS or (subtype == "AT_ColumnDefault" and not definition):
+            if not new:  # DROP DEFAULT is AT_ColumnDefault without a new default
+                self.hit(_REMOVALS.get(subtype, "drop-default"), text)
         elif subtype in _REWRITES:
             rule = _REWRITES[subtype]
             if not new or rule in ("disable-trigger", "row-level-security"):

@@ -200,7 +200,7 @@ _ALL = [
         E,
         None,
         f"DELETE without a WHERE (or with one that is always true) deletes every row; it {_OLD}",
-        f"Give it a real predicate, or {_CONTRACT[0].lower()}{_CONTRACT[1:]}",
+        "Give it a real predicate, or move it to the contract phase.",
         "postgresql:sql-delete",
     ),
     _r(
@@ -210,6 +210,14 @@ _ALL = [
         f"MERGE ... THEN DELETE deletes rows the old code still reads; it {_OLD}",
         _CONTRACT,
         "postgresql:sql-merge",
+    ),
+    _r(
+        "detach-partition",
+        E,
+        None,
+        f"DETACH PARTITION removes the partition's rows from the table; it {_OLD}",
+        _CONTRACT,
+        "postgresql:ddl-partitioning",
     ),
     _r(
         "revoke",
@@ -337,7 +345,8 @@ _ALL = [
         "unknown-call",
         E,
         W,
-        "CALL of a procedure that this phase did not create runs code the lint cannot see.",
+        "CALL of a procedure (or a trigger on a function) that this phase did not create runs "
+        "code the lint cannot see.",
         "Create the procedure in the same phase (its body is linted), write the statements "
         "out, or opt out with lint: {allow: [unknown-call], reason: ...}.",
         "strong_migrations:execute",
