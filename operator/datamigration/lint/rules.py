@@ -67,7 +67,6 @@ _ALL = [
         f"Dropping a table {_OLD}",
         _CONTRACT,
         "squawk:ban-drop-table",
-        "strong_migrations:drop_table",
     ),
     _r(
         "drop-column",
