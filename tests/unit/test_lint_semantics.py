@@ -118,7 +118,11 @@ MISSED = [
         "delete-without-where",
     ),
     ("delete-where-cast-true", "DELETE FROM users WHERE 't'::boolean", "delete-without-where"),
-    ("delete-where-exists-constant", "DELETE FROM users WHERE EXISTS (SELECT 1)", "delete-without-where"),
+    (
+        "delete-where-exists-constant",
+        "DELETE FROM users WHERE EXISTS (SELECT 1)",
+        "delete-without-where",
+    ),
     ("revoke", "REVOKE SELECT ON users FROM app", "revoke"),
     ("alter-role-nologin", "ALTER ROLE app NOLOGIN", "alter-role"),
     ("setval", "SELECT setval('users_id_seq', 1)", "sequence-reset"),
@@ -176,13 +180,21 @@ MISSED = [
         "ALTER TABLE orders ADD COLUMN user_id bigint REFERENCES users (id)",
         "add-constraint-validating",
     ),
-    ("inline-unique", "ALTER TABLE users ADD COLUMN e text UNIQUE", "add-unique-constraint-locking"),
+    (
+        "inline-unique",
+        "ALTER TABLE users ADD COLUMN e text UNIQUE",
+        "add-unique-constraint-locking",
+    ),
     (
         "exclude",
         "ALTER TABLE rooms ADD CONSTRAINT no_overlap EXCLUDE USING gist (span WITH &&)",
         "add-exclusion-constraint",
     ),
-    ("domain-check", "CREATE DOMAIN positive AS bigint CHECK (VALUE > 0)", "domain-check-constraint"),
+    (
+        "domain-check",
+        "CREATE DOMAIN positive AS bigint CHECK (VALUE > 0)",
+        "domain-check-constraint",
+    ),
     (
         "alter-domain-add-check",
         "ALTER DOMAIN positive ADD CONSTRAINT p CHECK (VALUE > 0)",
@@ -264,9 +276,7 @@ NOT_COERCIBLE = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("old", "new"), [pytest.param(o, n, id=case) for case, o, n in COERCIBLE]
-)
+@pytest.mark.parametrize(("old", "new"), [pytest.param(o, n, id=case) for case, o, n in COERCIBLE])
 def test_binary_coercible_type_change_is_safe(old: str, new: str) -> None:
     created = f"ALTER TABLE users ADD COLUMN c {old}"
     changed = f"ALTER TABLE users ALTER COLUMN c TYPE {new}"

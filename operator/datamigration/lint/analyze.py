@@ -860,7 +860,7 @@ class _Analyzer:
         if name not in self.step.phase.routines:
             self.hit("unknown-call", text, f"procedure {name}")
 
-    def _CreateTrigStmt(self, body: Node, text: str, depth: int) -> None:  # noqa: N802
+    def _CreateTrigStmt(self, body: Node, text: str, depth: int) -> None:
         name = _funcname(body)
         if name not in self.step.phase.routines:
             self.hit("unknown-call", text, f"trigger function {name}")
@@ -959,7 +959,7 @@ class _Analyzer:
 
     _GrantRoleStmt = _GrantStmt
 
-    def _AlterDefaultPrivilegesStmt(self, body: Node, text: str, depth: int) -> None:  # noqa: N802
+    def _AlterDefaultPrivilegesStmt(self, body: Node, text: str, depth: int) -> None:
         if not (body.get("action") or {}).get("is_grant"):
             self.hit("revoke", text)
 
@@ -1000,11 +1000,11 @@ class _Analyzer:
         if body.get("is_program") or body.get("filename"):
             self.hit("server-side-copy", text)
 
-    def _DiscardStmt(self, body: Node, text: str, depth: int) -> None:  # noqa: N802
+    def _DiscardStmt(self, body: Node, text: str, depth: int) -> None:
         if body.get("target") == "DISCARD_ALL":
             self.hit("timeout-override", text)
 
-    def _AlterTableMoveAllStmt(self, body: Node, text: str, depth: int) -> None:  # noqa: N802
+    def _AlterTableMoveAllStmt(self, body: Node, text: str, depth: int) -> None:
         self.hit("set-tablespace", text)
 
     def _RuleStmt(self, body: Node, text: str, depth: int) -> None:
