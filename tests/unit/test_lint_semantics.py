@@ -383,6 +383,22 @@ def test_allowing_one_rule_does_not_silence_another() -> None:
     assert "dynamic-sql" not in problems
 
 
+def test_plan_shows_an_allowed_finding_with_its_reason() -> None:
+    from datamigration.cli.plan import plan_migration
+
+    reason = "builds the statement from a fixed list; reviewed in PR 42"
+    document = {
+        "apiVersion": "datamigration.dev/v1alpha1",
+        "kind": "DataMigration",
+        "metadata": {"name": "m", "namespace": "shop"},
+        "spec": spec(dynamic(allow=["dynamic-sql"], reason=reason)),
+    }
+    plan = plan_migration(document)
+    assert plan.ok, plan.text
+    assert "lint allowed error: dynamic-sql" in plan.text
+    assert f"allowed by the step's lint.allow: {reason}" in plan.text
+
+
 def test_an_unknown_rule_id_is_an_error_naming_the_field() -> None:
     step = {**dynamic(), "lint": {"allow": ["dynamic-sql", "no-such-rule"], "reason": "x"}}
     verdict = validate(spec(step))

@@ -23,7 +23,7 @@ from datamigration.core.errors import SpecError
 from datamigration.core.jobs import Owner, job_name
 from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec, PhaseSteps, parse_spec
 from datamigration.core.steps import BackfillStep, CommandStep, SqlStep, Step, VerifyStep
-from datamigration.lint import Finding, Severity, format_findings, lint_document, lint_steps
+from datamigration.lint import Finding, format_findings, lint_document, lint_spec
 from datamigration.validation import validate
 
 KIND = "DataMigration"
@@ -94,9 +94,8 @@ def plan_migration(document: Mapping[str, Any]) -> Plan:
         # The lint still reads the steps that parse; spec-shape problems are listed above.
         findings = [f for f in lint_document(document) if f.rule != "invalid-spec"]
     else:
-        for phase in JOB_PHASES:
-            findings += lint_steps(phase, list(spec.job_steps(phase).steps))
-    errors = [f for f in findings if f.severity == Severity.ERROR]
+        findings = lint_spec(spec)
+    errors = [f for f in findings if f.blocking]  # allowed errors (lint.allow) do not block
     ok = not problems and not errors and not isinstance(verdict, Invalid)
     if ok:
         lines.append(_field("Verdict", "valid: the operator will accept it"))
@@ -144,9 +143,10 @@ class _Doc:
             head = f"       {step.name.ljust(self.width)}   {step.kind.ljust(8)}   "
             lines.append(head + step_summary(step))
             for finding in self.findings.get((phase, step.name), ()):
-                lines.append(
-                    f"       {' ' * self.width}   lint {finding.severity.value}: {finding.rule}"
-                )
+                level = finding.severity.value
+                if finding.allowed_by is not None:
+                    level = f"allowed {level}"
+                lines.append(f"       {' ' * self.width}   lint {level}: {finding.rule}")
         return lines
 
 
