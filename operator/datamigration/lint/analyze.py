@@ -186,6 +186,11 @@ _STRING = r'\{"String":\{"sval":"(?:[^"\\]|\\.)*"\}\}'
 _FUNC = re.compile(r'\{"FuncCall":\{"funcname":\[((?:' + _STRING + r",?)+)\]")
 _SVAL = re.compile(r'"sval":"((?:[^"\\]|\\.)*)"')
 _TOP = re.compile(r'\{"stmt":')
+# In libpg_query's PL/pgSQL JSON: an expression (its SQL text and parse mode), and the
+# constructs whose expression is run as SQL.
+_PL_EXPR = re.compile(r'\{"PLpgSQL_expr":\{"query":"((?:[^"\\]|\\.)*)"(?:,"parseMode":(\d+))?')
+_PL_DYNAMIC = re.compile(r'"PLpgSQL_stmt_dyn(?:execute|fors)":\{|"dynquery":')
+_PL_QUERY = re.compile(r'"query":\{"PLpgSQL_expr":')
 _LOCATION = re.compile(r'"stmt_location":(\d+)')
 _LENGTH = re.compile(r'"stmt_len":(\d+)')
 _DECODER = json.JSONDecoder()
@@ -795,65 +800,61 @@ class _Analyzer:
         self._plpgsql("DO " + _dollar_quote(code), text, depth)
 
     def _plpgsql(self, source: str, text: str, depth: int) -> None:
+        """Lint a PL/pgSQL body: each embedded statement and expression as SQL; `EXECUTE` of a
+        constant as SQL, of anything else as dynamic-sql."""
         if depth + 1 >= MAX_DEPTH:
             self.hit("dynamic-sql", text, "PL/pgSQL nested too deep to follow")
             return
         try:
-            tree = json.loads(parser.parse_plpgsql_json(source))
+            tree = parser.parse_plpgsql_json(source)
         except ParseError as exc:
             self.hit("unparseable-sql", text, str(exc.args[0]) if exc.args else str(exc))
             return
-        self._plpgsql_tree(tree, text, depth + 1)
-
-    def _plpgsql_tree(self, tree: Any, text: str, depth: int) -> None:
-        stack: list[tuple[str, Any]] = [("", tree)]
-        while stack:
-            key, item = stack.pop()
-            if isinstance(item, list):
-                stack.extend((key, value) for value in reversed(item))
-                continue
-            if not isinstance(item, dict):
-                continue
-            for kind in ("PLpgSQL_stmt_dynexecute", "PLpgSQL_stmt_dynfors"):
-                if kind in item:
-                    self._dynamic(item[kind].get("query"), text, depth)
-                    rest = {k: v for k, v in item[kind].items() if k != "query"}
-                    stack.append(("", rest))
-                    break
+        # The expressions whose value is run as SQL: EXECUTE's, FOR ... IN EXECUTE's, and
+        # OPEN/RETURN QUERY ... EXECUTE's (`dynquery`).
+        dynamic: set[int] = set()
+        for match in _PL_DYNAMIC.finditer(tree):
+            if match.group(0) == '"dynquery":':
+                dynamic.add(match.end())
             else:
-                if "PLpgSQL_expr" in item:
-                    expr = item["PLpgSQL_expr"]
-                    if key == "dynquery":
-                        self._dynamic(item, text, depth)
-                    else:
-                        self._plpgsql_expr(expr, text, depth)
-                    continue
-                stack.extend((k, v) for k, v in reversed(list(item.items())))
+                query = _PL_QUERY.search(tree, match.end())
+                if query is not None:
+                    dynamic.add(query.end() - len('{"PLpgSQL_expr":'))
+        pieces: list[str] = []
+        for match in _PL_EXPR.finditer(tree):
+            query = match.group(1)
+            if "\\" in query:
+                query = json.loads(f'"{query}"')
+            if match.start() in dynamic:
+                self._dynamic(query, text, depth + 1)
+            else:
+                piece = _plpgsql_sql(query, int(match.group(2) or 0))
+                if piece:
+                    pieces.append(piece)
+        if not pieces:
+            return
+        # One parse for the whole body; if it fails, piece by piece to name the bad one.
+        joined = ";\n".join(pieces)
+        if parse_error(joined) is None:
+            self.nested_sql(joined, text, depth + 1)
+        else:
+            for piece in pieces:
+                self.nested_sql(piece, text, depth + 1)
 
-    def _dynamic(self, query: Any, text: str, depth: int) -> None:
+    def _dynamic(self, source: str, text: str, depth: int) -> None:
         """EXECUTE <expr>: a constant string is linted as SQL; anything else is unseen."""
-        expr = (query or {}).get("PLpgSQL_expr", {}) if isinstance(query, dict) else {}
-        source = str(expr.get("query", ""))
+        value: Any = _NOT_CONST
         try:
             tree = json.loads(parser.parse_sql_json("SELECT " + source))
             target = tree["stmts"][0]["stmt"]["SelectStmt"]["targetList"]
-            value = _const(target[0]["ResTarget"]["val"]) if len(target) == 1 else _NOT_CONST
+            if len(tree["stmts"]) == 1 and len(target) == 1:
+                value = _const(target[0]["ResTarget"]["val"])
         except (ParseError, KeyError, IndexError, TypeError):
             value = _NOT_CONST
-        if isinstance(value, str) and len(tree["stmts"]) == 1:
-            self.nested_sql(value, text, depth + 1)
+        if isinstance(value, str):
+            self.nested_sql(value, text, depth)
         else:
             self.hit("dynamic-sql", text, f"EXECUTE of a built string ({source.strip()[:60]})")
-
-    def _plpgsql_expr(self, expr: Node, text: str, depth: int) -> None:
-        query = str(expr.get("query", ""))
-        mode = expr.get("parseMode", 0)
-        if mode == 0:
-            self.nested_sql(query, text, depth)
-            return
-        if mode >= 3 and ":=" in query:
-            query = query.split(":=", 1)[1]
-        self.nested_sql("SELECT " + query, text, depth)
 
     def _CallStmt(self, body: Node, text: str, depth: int) -> None:
         name = _funcname(body.get("funccall") or {})
@@ -1246,6 +1247,17 @@ def _coercible(old: tuple[str, tuple[int, ...]], new: tuple[str, tuple[int, ...]
         new_scale = new_mods[1] if len(new_mods) > 1 else 0
         return new_scale == old_scale and new_mods[0] >= old_mods[0]
     return new_mods[0] >= old_mods[0]
+
+
+def _plpgsql_sql(query: str, mode: int) -> str:
+    """A PL/pgSQL expression as SQL to lint ('' when there is nothing a rule looks at)."""
+    if mode == 0:
+        return query  # a whole statement
+    if "(" not in query:
+        return ""  # no call and no subquery in it
+    if mode >= 3 and ":=" in query:
+        query = query.split(":=", 1)[1]  # an assignment: its value
+    return "SELECT " + query
 
 
 def _volatile(expression: Any) -> bool:
