@@ -475,3 +475,27 @@ def test_every_rule_has_a_reason_a_recipe_and_a_source() -> None:
         assert rule.reason.endswith("."), rule.id
         assert rule.recipe.endswith("."), rule.id
         assert rule.allowable is False or rule.sources, rule.id
+
+
+# -- hostile input: deep nesting is refused, never a crash and never a pass ----------------------
+@pytest.mark.parametrize("depth", [65, 101, 500, 2000, 10000])
+@pytest.mark.parametrize(
+    "build",
+    [
+        pytest.param(lambda n: "DELETE FROM users WHERE " + "NOT " * n + "(id = 5)", id="not"),
+        pytest.param(lambda n: "DELETE FROM users WHERE 't'" + "::bool" * n, id="casts"),
+        pytest.param(
+            lambda n: "DELETE FROM users WHERE " + "(" * n + "true" + ")" * n, id="parens"
+        ),
+    ],
+)
+def test_a_too_deep_where_is_refused(build: Any, depth: int) -> None:
+    assert blocking("expand", build(depth)) & {
+        "delete-without-where",
+        "dynamic-sql",
+        "unparseable-sql",
+    }
+
+
+def test_an_even_number_of_nots_on_false_is_still_evaluated() -> None:
+    assert lint("expand", "DELETE FROM users WHERE " + "NOT " * 64 + "false") == []

@@ -35,8 +35,15 @@ from pglast.parser import ParseError
 
 #: How deep SQL inside SQL (a DO body, an EXECUTE of a constant, a function body) is followed.
 MAX_DEPTH = 6
+#: How deep a WHERE is evaluated for being always true; deeper counts as always true.
+MAX_CONDITION_DEPTH = 64
 
 Node = dict[str, Any]
+_TOO_DEEP = "nested deeper than the lint can follow"
+
+
+class TooDeepError(Exception):
+    """An expression nested deeper than the lint evaluates (`MAX_CONDITION_DEPTH`)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,10 @@ def analyze_sql(sql: str, *, transactional: bool, scope: PhaseScope) -> list[Hit
         return str(exc.args[0]) if exc.args else str(exc)
     analyzer = _Analyzer(_StepScope(scope, transactional))
     statements = _Statements(sql, tree)
-    analyzer.run(statements, depth=0, outer="")
+    try:
+        analyzer.run(statements, depth=0, outer="")
+    except (RecursionError, TooDeepError):  # deeper than the lint can follow
+        analyzer.hits.append(Hit("dynamic-sql", sql, _TOO_DEEP))
     hits = analyzer.hits
     if not transactional and len(statements) > 1:
         hits.insert(0, Hit("non-transactional-not-alone", statements.text(1)))
@@ -120,7 +130,10 @@ def analyze_expression_sql(sql: str, scope: PhaseScope) -> list[Hit]:
     except ParseError:
         return []  # the caller reports unparseable input
     analyzer = _Analyzer(_StepScope(scope, transactional=False))
-    analyzer.run(_Statements(sql, tree), depth=0, outer="")
+    try:
+        analyzer.run(_Statements(sql, tree), depth=0, outer="")
+    except (RecursionError, TooDeepError):
+        analyzer.hits.append(Hit("dynamic-sql", sql, _TOO_DEEP))
     return analyzer.hits
 
 
@@ -289,7 +302,7 @@ def _defnames(items: list[Any] | None) -> dict[str, Any]:
     return out
 
 
-def _const(node: Any) -> Any:
+def _const(node: Any, depth: int = 0) -> Any:
     """The Python value of an A_Const (None for NULL or not a constant); `_NOT_CONST` if not."""
     if not isinstance(node, dict):
         return _NOT_CONST
@@ -297,7 +310,9 @@ def _const(node: Any) -> Any:
     if body is None:
         cast = node.get("TypeCast")
         if cast is not None:
-            value = _const(cast.get("arg"))
+            if depth > MAX_CONDITION_DEPTH:
+                raise TooDeepError
+            value = _const(cast.get("arg"), depth + 1)
             typename = (_strings(cast.get("typeName", {}).get("names")) or [""])[-1]
             if typename in ("bool", "boolean") and isinstance(value, int):
                 return value != 0
@@ -335,7 +350,9 @@ _COMPARE = {
 def truth(node: Any, depth: int = 0) -> bool | None:
     """True/False if the condition is constant (`true`, `1 = 1`, `x = x`, `NOT false`,
     `a OR true`, `EXISTS (SELECT 1)`...), None if it depends on the row."""
-    if depth > 64 or not isinstance(node, dict):
+    if depth > MAX_CONDITION_DEPTH:
+        raise TooDeepError  # the caller treats it as always true (refused), never as safe
+    if not isinstance(node, dict):
         return None
     value = _const(node)
     if value is not _NOT_CONST:
@@ -415,6 +432,14 @@ def truth(node: Any, depth: int = 0) -> bool | None:
             return truth(targets[0].get("ResTarget", {}).get("val"), depth + 1)
         return None
     return None
+
+
+def _always_true(where: Any) -> bool:
+    """A WHERE that selects every row; one too deep to evaluate counts as one."""
+    try:
+        return truth(where) is True
+    except TooDeepError:
+        return True
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -938,14 +963,14 @@ class _Analyzer:
         if self.step.is_new(body.get("relation")):
             return
         where = body.get("whereClause")
-        if where is None or truth(where) is True:
+        if where is None or _always_true(where):
             self.hit("delete-without-where", text)
 
     def _UpdateStmt(self, body: Node, text: str, depth: int) -> None:
         if self.step.is_new(body.get("relation")):
             return
         where = body.get("whereClause")
-        if where is None or truth(where) is True:
+        if where is None or _always_true(where):
             self.hit("update-without-where", text)
 
     def _MergeStmt(self, body: Node, text: str, depth: int) -> None:
