@@ -842,14 +842,14 @@ class _Analyzer:
             if match.group(0) == '"dynquery":':
                 dynamic.add(match.end())
             else:
-                query = _PL_QUERY.search(tree, match.end())
-                if query is not None:
-                    dynamic.add(query.end() - len('{"PLpgSQL_expr":'))
+                found = _PL_QUERY.search(tree, match.end())
+                if found is not None:
+                    dynamic.add(found.end() - len('{"PLpgSQL_expr":'))
         pieces: list[str] = []
         for match in _PL_EXPR.finditer(tree):
-            query = match.group(1)
+            query = str(match.group(1))
             if "\\" in query:
-                query = json.loads(f'"{query}"')
+                query = str(json.loads(f'"{query}"'))
             if match.start() in dynamic:
                 self._dynamic(query, text, depth + 1)
             else:
