@@ -138,61 +138,8 @@ def analyze_expression_sql(sql: str, scope: PhaseScope) -> list[Hit]:
 
 
 # -- finding the nodes --------------------------------------------------------------------------
-_HANDLED = [
-    "AlterDatabaseSetStmt",
-    "AlterDatabaseStmt",
-    "AlterDomainStmt",
-    "AlterEnumStmt",
-    "AlterObjectSchemaStmt",
-    "AlterRoleSetStmt",
-    "AlterRoleStmt",
-    "AlterSeqStmt",
-    "AlterSystemStmt",
-    "AlterTableStmt",
-    "CallStmt",
-    "ClusterStmt",
-    "CopyStmt",
-    "CreateDomainStmt",
-    "CreateEnumStmt",
-    "CreateFunctionStmt",
-    "CreateStmt",
-    "CreateTableAsStmt",
-    "DeleteStmt",
-    "DoStmt",
-    "DropOwnedStmt",
-    "DropRoleStmt",
-    "DropStmt",
-    "DropTableSpaceStmt",
-    "DropdbStmt",
-    "ExecuteStmt",
-    "ExplainStmt",
-    "GrantRoleStmt",
-    "GrantStmt",
-    "IndexStmt",
-    "LockStmt",
-    "MergeStmt",
-    "PrepareStmt",
-    "RefreshMatViewStmt",
-    "ReindexStmt",
-    "RenameStmt",
-    "RuleStmt",
-    "TransactionStmt",
-    "TruncateStmt",
-    "UpdateStmt",
-    "VacuumStmt",
-    "VariableSetStmt",
-]
-_HANDLED_SET = frozenset(
-    [
-        *_HANDLED,
-        "AlterDefaultPrivilegesStmt",
-        "CreateTrigStmt",
-        "CreateEventTrigStmt",
-        "AlterTableMoveAllStmt",
-        "DiscardStmt",
-    ]
-)
-_NODE = re.compile(r'\{"([A-Z][A-Za-z]*Stmt)":')  # then filtered by _HANDLED_SET (faster)
+# Every statement node; `_nodes` keeps those `_Analyzer` has a handler for (`_HANDLED`).
+_NODE = re.compile(r'\{"([A-Z][A-Za-z]*Stmt)":')
 # A function call's name, read straight from the JSON (funcname is FuncCall's first field): the
 # call itself is only decoded when its arguments matter (set_config).
 _STRING = r'\{"String":\{"sval":"(?:[^"\\]|\\.)*"\}\}'
@@ -255,7 +202,7 @@ def _nodes(tree: str) -> Iterator[tuple[int, str, Node]]:
     call = next(calls, None)
     for match in statements:
         kind = match.group(1)
-        if kind not in _HANDLED_SET:
+        if kind not in _HANDLED:
             continue
         while call is not None and call.start() < match.start():
             yield _call(tree, call)
@@ -628,9 +575,13 @@ _RENAME_RULES = {
     "OBJECT_PROCEDURE": "rename-object",
     "OBJECT_ROUTINE": "rename-object",
     "OBJECT_AGGREGATE": "rename-object",
+    "OBJECT_DATABASE": "rename-object",
+    "OBJECT_TABLESPACE": "rename-object",
+    "OBJECT_ROLE": "alter-role",
 }
 # ALTER TABLE subcommands that take something away from the old code.
 _REMOVALS = {
+    "AT_ChangeOwner": "revoke",
     "AT_DropColumn": "drop-column",
     "AT_DropConstraint": "drop-constraint",
     "AT_DropNotNull": "drop-not-null",
@@ -989,6 +940,11 @@ class _Analyzer:
         if not (body.get("action") or {}).get("is_grant"):
             self.hit("revoke", text)
 
+    def _AlterOwnerStmt(self, body: Node, text: str, depth: int) -> None:
+        self.hit("revoke", text, "a new owner: the old owner loses its rights")
+
+    _ReassignOwnedStmt = _AlterOwnerStmt
+
     def _AlterRoleStmt(self, body: Node, text: str, depth: int) -> None:
         self.hit("alter-role", text)
 
@@ -1296,3 +1252,9 @@ def _dollar_quote(code: str) -> str:
         counter += 1
         tag = f"$dm{counter}$"
     return f"{tag}{code}{tag}"
+
+
+#: The statement node types `_Analyzer` looks at: those it has a `_<NodeType>` handler for.
+_HANDLED = frozenset(
+    name[1:] for name in dir(_Analyzer) if name.endswith("Stmt") and name[1:2].isupper()
+)

@@ -222,7 +222,8 @@ _ALL = [
         "revoke",
         E,
         None,
-        f"REVOKE takes privileges away from the role the old code runs as; it {_OLD}",
+        "REVOKE (or a change of owner: OWNER TO, REASSIGN OWNED) takes privileges away from "
+        f"the role the old code runs as; it {_OLD}",
         _CONTRACT,
         "postgresql:sql-revoke",
     ),
