@@ -464,10 +464,14 @@ def test_the_crd_allows_exactly_the_allowable_rule_ids() -> None:
     assert schema["properties"]["reason"]["minLength"] == 1
 
 
-def test_docs_explain_every_rule() -> None:
+def test_docs_explain_every_rule_with_its_verdicts() -> None:
     text = (ROOT / "docs" / "lint.md").read_text(encoding="utf-8")
-    for rule_id in RULES:
-        assert f"`{rule_id}`" in text, rule_id
+    rows = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("| `")}
+    words = {None: "passes", E: "**refused**", W: "warning"}
+    for rule_id, rule in RULES.items():
+        cells = [cell.strip() for cell in rows[rule_id].split("|")]
+        assert cells[2:4] == [words[rule.expand], words[rule.contract]], rule_id
+        assert rule.reason in rows[rule_id], rule_id
 
 
 def test_every_rule_has_a_reason_a_recipe_and_a_source() -> None:

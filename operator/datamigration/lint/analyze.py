@@ -1007,6 +1007,8 @@ class _Analyzer:
 
     # locks and rewrites -----------------------------------------------------------------------
     def _IndexStmt(self, body: Node, text: str, depth: int) -> None:
+        if not body.get("unique") and len(body.get("indexParams") or ()) > 3:
+            self.hit("index-too-many-columns", text)
         if body.get("concurrent"):
             if self.step.transactional:
                 self.hit("concurrently-in-transaction", text)

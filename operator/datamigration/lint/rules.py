@@ -678,6 +678,15 @@ _ALL = [
         "squawk:ban-char-field",
     ),
     _r(
+        "index-too-many-columns",
+        W,
+        W,
+        "A non-unique index on more than three columns is rarely used past its first columns "
+        "and slows every write.",
+        "Index at most three columns (the selective ones first).",
+        "strong_migrations:index_columns",
+    ),
+    _r(
         "create-enum",
         W,
         W,
