@@ -79,8 +79,6 @@ class _StepScope:
     transactional: bool
     created: set[tuple[str, str]] = field(default_factory=set)  # (schema as written, table)
     not_valid: set[tuple[str, str, str]] = field(default_factory=set)  # added NOT VALID here
-    exclusive_on: str = ""  # an existing table a statement took ACCESS EXCLUSIVE on
-    reported_exclusive: bool = False
 
     def is_new(self, relation: Node | None) -> bool:
         return relation is not None and _rel_key(relation) in self.created
