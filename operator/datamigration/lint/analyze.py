@@ -319,7 +319,13 @@ def truth(node: Any, depth: int = 0) -> bool | None:
         left, right = body.get("lexpr"), body.get("rexpr")
         op = names[-1] if names else ""
         if kind == "AEXPR_OP" and op in _COMPARE:
-            if isinstance(left, dict) and "ColumnRef" in left and _same(left, right):
+            if (
+                isinstance(left, dict)
+                and isinstance(right, dict)
+                and "ColumnRef" in left
+                and "ColumnRef" in right
+                and _same(left, right)
+            ):
                 return op in ("=", "<=", ">=")  # col = col: true for every non-NULL row
             a, b = _const(left), _const(right)
             if a is _NOT_CONST or b is _NOT_CONST or a is None or b is None:
@@ -714,8 +720,7 @@ class _Analyzer:
         for element in body.get("tableElts") or ():
             column = element.get("ColumnDef")
             if column:
-                self._style(column, text)
-                self._remember_type(relation, column)
+                self._column(relation, column, text)
         if relation.get("relpersistence") == "t" or body.get("if_not_exists"):
             return
         self.step.created.add(_rel_key(relation))
@@ -1080,10 +1085,9 @@ class _Analyzer:
                 self.hit("set-not-null", text)
         elif subtype == "AT_AddColumn":
             column = definition.get("ColumnDef") or {}
-            self._style(column, text)
-            self._remember_type(relation, column)
+            typename = self._column(relation, column, text)
             if not new:
-                self._add_column(column, text)
+                self._add_column(column, typename, text)
         elif subtype == "AT_AddConstraint":
             constraint = definition.get("Constraint") or {}
             self._track_checks(constraint, schema, table)
@@ -1115,10 +1119,9 @@ class _Analyzer:
             else:
                 self.step.phase.checked_not_null.add((schema, table, fields[-1]))
 
-    def _add_column(self, column: Node, text: str) -> None:
+    def _add_column(self, column: Node, typename: str, text: str) -> None:
         constraints = [c.get("Constraint", {}) for c in column.get("constraints") or ()]
         types = {c.get("contype") for c in constraints}
-        typename, _ = _type_of(column)
         serial = typename in _SERIAL
         identity = "CONSTR_IDENTITY" in types
         default = next((c for c in constraints if c.get("contype") == "CONSTR_DEFAULT"), None)
@@ -1164,14 +1167,15 @@ class _Analyzer:
             return
         self.hit("alter-column-type", text)
 
-    def _remember_type(self, relation: Node, column: Node) -> None:
+    def _column(self, relation: Node, column: Node, text: str) -> str:
+        """Remember a new column's type (for later type changes), give the style advice, and
+        return the type's name."""
         schema, table = _rel_key(relation)
-        self.step.phase.column_types[(schema, table, str(column.get("colname", "")))] = _type_of(
-            column
-        )
-
-    def _style(self, column: Node, text: str) -> None:
         typename, typmods = _type_of(column)
+        self.step.phase.column_types[(schema, table, str(column.get("colname", "")))] = (
+            typename,
+            typmods,
+        )
         if typename in _INT_TYPES:
             self.hit("prefer-bigint", text)
         if typename in _SERIAL:
@@ -1182,6 +1186,7 @@ class _Analyzer:
             self.hit("prefer-timestamptz", text)
         if typename == "bpchar":
             self.hit("ban-char-field", text)
+        return typename
 
 
 _SLOW_KINDS = re.compile(
