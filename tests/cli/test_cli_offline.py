@@ -134,7 +134,7 @@ PLAN_CASES = {
     "no metadata.name": PlanCase(
         [{**d.manifest(), "metadata": {}}],
         1,
-        ["DataMigration <no metadata.name>", "    metadata.name: is required"],
+        ["DataMigration <no metadata.name>", "    metadata.name: Required value"],
     ),
 }
 

@@ -62,9 +62,9 @@ def plan_migration(document: Mapping[str, Any]) -> Plan:
     lines = [title]
     checked = check_manifest(document)
     spec = checked.spec
-    problems: list[str] = [] if name else ["metadata.name: is required"]
-    # Errors of the CRD and of the spec are listed under the verdict; lint findings below.
-    problems += [f.message for f in checked.findings if f.phase == "" and f.step == ""]
+    # Errors of the CRD (metadata.name included) and of the spec are listed under the verdict;
+    # lint findings below.
+    problems = [f.message for f in checked.findings if f.phase == "" and f.step == ""]
     # Inside this migration's block: no need to repeat its name on each finding.
     findings = [replace(f, migration="") for f in checked.findings if f.phase or f.step]
     errors = [f for f in findings if f.severity == Severity.ERROR]

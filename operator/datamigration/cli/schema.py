@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -114,9 +115,17 @@ def validate_manifest(document: Mapping[str, Any]) -> Report:
             )
         )
     schema = versions[version]
+    report.problems += _metadata_problems(document.get("metadata"))
+    original = document
+    # On create the API server resets the status (a subresource): only its unknown fields count.
+    document = {k: v for k, v in document.items() if k != "status"}
     instance = _normalise(document, schema, (), report.problems)
     validator = _validator(version)
     report.problems += [p for e in validator.iter_errors(instance) for p in _problems(e)]
+    if "status" in original and "status" in schema.get("properties", {}):
+        structure = _structure_validator(version)
+        wrapped = {"status": original["status"]}
+        report.problems += [p for e in structure.iter_errors(wrapped) for p in _problems(e)]
     bad_paths = {p.path for p in report.problems if p.source == "schema"}
     _check_rules(instance, schema, (), bad_paths, report)
     report.problems = sorted(set(report.problems), key=lambda p: (_sort_key(p.path), p.message))
@@ -126,9 +135,93 @@ def validate_manifest(document: Mapping[str, Any]) -> Report:
 # -- the translation of a structural schema into JSON Schema ------------------------------------
 @cache
 def _validator(version: str) -> Any:
-    from jsonschema import Draft4Validator
+    return _validator_class()(_to_json_schema(served_versions()[version]))
 
-    return Draft4Validator(_to_json_schema(served_versions()[version]))
+
+@cache
+def _structure_validator(version: str) -> Any:
+    """Unknown fields of `status` only (its values are reset on create, its shape is not)."""
+    status = served_versions()[version]["properties"]["status"]
+    schema = {"type": "object", "properties": {"status": _structure_only(status)}}
+    return _validator_class()(schema)
+
+
+@cache
+def _validator_class() -> Any:
+    # OpenAPI v3 is JSON Schema draft 4, but the API server reads JSON numbers: 1.0 is an integer.
+    from jsonschema import Draft4Validator, validators
+
+    checker = Draft4Validator.TYPE_CHECKER.redefine(
+        "integer",
+        lambda _, v: (
+            (isinstance(v, int) and not isinstance(v, bool))
+            or (isinstance(v, float) and v.is_integer())
+        ),
+    )
+    return validators.extend(Draft4Validator, type_checker=checker)  # type: ignore[no-untyped-call]
+
+
+def _structure_only(schema: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "properties" in schema:
+        out["properties"] = {k: _structure_only(v) for k, v in schema["properties"].items()}
+        if not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if isinstance(schema.get("items"), Mapping):
+        out["items"] = _structure_only(schema["items"])
+    return out
+
+
+#: The fields of ObjectMeta (k8s.io/apimachinery): metadata is the API server's own type, not the
+#: CRD's, so it is the one shape checked here from a list rather than from the CRD.
+OBJECT_META_FIELDS = frozenset(
+    {
+        "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+        "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
+        "annotations", "ownerReferences", "finalizers", "managedFields",
+    }
+)  # fmt: skip
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _metadata_problems(metadata: object) -> list[Problem]:
+    """What the API server's ObjectMeta validation refuses in a manifest being created."""
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping):
+        return [Problem("metadata", "Invalid value: must be an object")]
+    problems = [
+        Problem(f"metadata.{key}", "Unknown field")
+        for key in metadata
+        if key not in OBJECT_META_FIELDS
+    ]
+    name, namespace = metadata.get("name"), metadata.get("namespace")
+    if name is None and not metadata.get("generateName"):
+        problems.append(
+            Problem("metadata.name", "Required value: name or generateName is required")
+        )
+    elif name is not None and not (
+        isinstance(name, str) and len(name) <= 253 and _DNS_SUBDOMAIN.fullmatch(name)
+    ):
+        problems.append(
+            Problem(
+                "metadata.name",
+                f"Invalid value: {name!r}: must be a lowercase RFC 1123 "
+                "subdomain (a-z, 0-9, '-', '.'; at most 253)",
+            )
+        )
+    if namespace is not None and not (
+        isinstance(namespace, str) and len(namespace) <= 63 and _DNS_LABEL.fullmatch(namespace)
+    ):
+        problems.append(
+            Problem(
+                "metadata.namespace",
+                f"Invalid value: {namespace!r}: must be a lowercase "
+                "RFC 1123 label (a-z, 0-9, '-'; at most 63)",
+            )
+        )
+    return problems
 
 
 def _to_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
