@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -556,7 +557,7 @@ def test_the_offline_verdict_is_the_api_servers(cluster: Any, tmp_path: Path) ->
     accept/refuse for every case, and every field the server names is named offline too (the
     server stops at unknown fields and skips CEL after schema errors; offline reports all)."""
     kubectl = str(Path(cluster.bin_dir) / "kubectl")
-    env = {"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
 
     def k(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
