@@ -589,3 +589,9 @@ def test_the_offline_verdict_is_the_api_servers(cluster: Any, tmp_path: Path) ->
                 f"  offline: {json.dumps([str(p) for p in offline.problems])}"
             )
     assert disagreements == [], "\n".join(disagreements)
+
+
+def test_timestamps_are_strings_as_for_kubectl(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("expect: 2026-03-01\n")
+    assert manifest.load_documents(str(path)) == [{"expect": "2026-03-01"}]
