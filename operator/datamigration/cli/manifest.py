@@ -89,8 +89,9 @@ def check_shape(text: str, path: str) -> None:
     try:
         for event in yaml.parse(text, Loader=_Loader):
             line = event.start_mark.line + 1 if event.start_mark else 0
-            if isinstance(event, yaml.DocumentStartEvent):
+            if isinstance(event, yaml.DocumentStartEvent):  # anchors are per document
                 stack.clear()
+                anchors.clear()
                 continue
             if not isinstance(event, yaml.NodeEvent | yaml.CollectionEndEvent):
                 continue
@@ -158,19 +159,6 @@ def load_documents(path: str) -> list[Mapping[str, Any]]:
     except yaml.YAMLError as exc:
         raise _yaml_error(path, exc) from None
     return [d if isinstance(d, Mapping) else {} for d in documents]
-
-
-def depth_exceeds(value: object, limit: int = MAX_DEPTH) -> bool:
-    """Whether a loaded value nests deeper than `limit` (iterative: safe on any input)."""
-    pending: list[tuple[object, int]] = [(value, 0)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, Mapping | list):
-            if depth >= limit:
-                return True
-            children = item.values() if isinstance(item, Mapping) else item
-            pending.extend((child, depth + 1) for child in children)
-    return False
 
 
 def _yaml_error(path: str, exc: yaml.YAMLError) -> CliError:
