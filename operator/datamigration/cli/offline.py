@@ -43,7 +43,8 @@ class Checked:
     schema: Report
     spec: MigrationSpec | None  # None when it does not parse (or was not parsed)
     findings: list[Finding] = field(default_factory=list)  # schema, spec and lint, in that order
-    notes: list[str] = field(default_factory=list)  # "unchecked: ..." lines
+    notes: list[str] = field(default_factory=list)  # what was not checked, one line each
+    commands: list[tuple[str, str]] = field(default_factory=list)  # command steps: unchecked
     linted: bool = True
 
     @property
@@ -78,10 +79,7 @@ def check_manifest(document: Mapping[str, Any], *, source: str = "") -> Checked:
         f for f in lint_document(document, source=source) if f.rule != "invalid-spec"
     ]
     if checked.spec is not None:
-        checked.notes += [
-            f'unchecked: {phase} step "{name}" (command): {UNCHECKED_COMMAND}'
-            for phase, name in unchecked_steps(checked.spec)
-        ]
+        checked.commands = unchecked_steps(checked.spec)
     return checked
 
 
@@ -107,6 +105,10 @@ def lint_paths(paths: Sequence[str], out: TextIO, err: TextIO) -> int:
             findings += checked.findings
             where = " ".join(part for part in (path, checked.migration) if part)
             notes += [f"{where}: {note}" for note in checked.notes]
+            notes += [
+                f'{where}: unchecked: {phase} step "{name}" (command): {UNCHECKED_COMMAND}'
+                for phase, name in checked.commands
+            ]
         text = format_findings(findings)
         out.write((f"{path}: {text}" if not findings else text) + "\n")
         out.write("".join(f"{note}\n" for note in notes))

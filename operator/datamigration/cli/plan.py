@@ -22,6 +22,7 @@ from datamigration.core.jobs import Owner, job_name
 from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec, PhaseSteps
 from datamigration.core.steps import BackfillStep, CommandStep, SqlStep, Step, VerifyStep
 from datamigration.lint import Finding, Severity, format_findings
+from datamigration.validation import UNCHECKED_COMMAND
 
 KIND = "DataMigration"
 SUMMARY_WIDTH = 80
@@ -88,9 +89,11 @@ def plan_migration(document: Mapping[str, Any]) -> Plan:
     lines.append(_field("Lint", "" if findings else "no findings"))
     if findings:
         lines += [f"    {ln}" for ln in format_findings(findings).splitlines()]
-    if checked.notes:
-        lines.append(_field("Unchecked", "what neither the lint nor the operator can check:"))
-        lines += [f"    {note.removeprefix('unchecked: ')}" for note in checked.notes]
+    if checked.commands:
+        steps = ", ".join(f'{phase} step "{name}"' for phase, name in checked.commands)
+        lines.append(_field("Unchecked", f"{steps} (command)"))
+        lines.append(f"    {UNCHECKED_COMMAND}")
+    lines += [f"  {note}" for note in checked.notes]
     return Plan(text="\n".join(lines), ok=ok)
 
 
