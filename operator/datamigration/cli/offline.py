@@ -23,8 +23,15 @@ from datamigration.cli.errors import EXIT_FAILURE, EXIT_OK, CliError
 from datamigration.cli.manifest import load_documents
 from datamigration.cli.schema import KIND, Problem, Report, validate_manifest
 from datamigration.core.errors import SpecError
-from datamigration.core.spec import MigrationSpec, parse_spec
-from datamigration.lint import Finding, Severity, format_findings, has_errors, lint_document
+from datamigration.core.spec import JOB_PHASES, MigrationSpec, parse_spec
+from datamigration.lint import (
+    Finding,
+    Severity,
+    format_findings,
+    has_errors,
+    lint_document,
+    lint_steps,
+)
 from datamigration.validation import UNCHECKED_COMMAND, unchecked_steps
 
 #: Finding rule ids for what the CRD refuses (the lint's own ids name SQL rules).
@@ -74,12 +81,17 @@ def check_manifest(document: Mapping[str, Any], *, source: str = "") -> Checked:
     except SpecError as exc:
         if report.ok:  # otherwise the schema errors already say it, in the API server's words
             checked.findings.append(finding("invalid-spec", str(exc)))
-    # The lint reads every step that parses; shape problems are reported above.
-    checked.findings += [
-        f for f in lint_document(document, source=source) if f.rule != "invalid-spec"
-    ]
     if checked.spec is not None:
+        # The steps the operator validates (`validation.validate`), as it lints them.
+        for phase in JOB_PHASES:
+            steps = list(checked.spec.job_steps(phase).steps)
+            checked.findings += lint_steps(phase, steps, migration=migration, source=source)
         checked.commands = unchecked_steps(checked.spec)
+    else:
+        # The lint still reads every step that parses; shape problems are reported above.
+        checked.findings += [
+            f for f in lint_document(document, source=source) if f.rule != "invalid-spec"
+        ]
     return checked
 
 
