@@ -543,6 +543,19 @@ AGREEMENT_CASES: dict[str, dict[str, Any]] = {
         lambda m: spec_of(m)["expand"]["steps"][0].update(verify={"query": "x", "expect": 0})
     ),
     "CEL: Apply without image": broken(lambda m: spec_of(m)["workload"].pop("image")),
+    "valid, whole float as integer": broken(
+        lambda m: spec_of(m).update(runner={"backoffLimit": 2.0})
+    ),
+    "valid, status values reset": broken(lambda m: m.update(status={"phase": "NoSuchPhase"})),
+    "unknown status field": broken(lambda m: m.update(status={"bogus": 1})),
+    "too many set columns": broken(
+        lambda m: spec_of(m)["backfill"]["steps"][0]["backfill"].update(
+            set={f"c{i}": "1" for i in range(65)}
+        )
+    ),
+    "CEL: transactional on a backfill step": broken(
+        lambda m: spec_of(m)["backfill"]["steps"][0].update(transactional=True)
+    ),
     "several errors": broken(
         lambda m: (
             spec_of(m).update(runner={"backoffLimit": -1}),
@@ -597,3 +610,43 @@ def test_timestamps_are_strings_as_for_kubectl(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text("expect: 2026-03-01\n")
     assert manifest.load_documents(str(path)) == [{"expect": "2026-03-01"}]
+
+
+@pytest.mark.parametrize(
+    ("structural", "value", "valid"),
+    [
+        ({"type": "string", "nullable": True}, None, True),
+        ({"type": "string"}, None, False),
+        ({"type": "string", "enum": ["a"], "nullable": True}, None, True),
+        ({"x-kubernetes-int-or-string": True}, 3, True),
+        ({"x-kubernetes-int-or-string": True}, "3", True),
+        ({"x-kubernetes-int-or-string": True}, 1.5, False),
+        ({"type": "object", "properties": {"a": {"type": "string"}}}, {"b": "x"}, False),
+        (
+            {
+                "type": "object",
+                "properties": {"a": {"type": "string"}},
+                "x-kubernetes-preserve-unknown-fields": True,
+            },
+            {"b": "x"},
+            True,
+        ),
+        ({"type": "integer"}, 2.0, True),
+        ({"type": "integer"}, True, False),
+    ],
+    ids=[
+        "nullable",
+        "not nullable",
+        "nullable enum",
+        "int-or-string: int",
+        "int-or-string: string",
+        "int-or-string: float",
+        "unknown field",
+        "preserve-unknown-fields",
+        "whole float is an integer",
+        "a boolean is not an integer",
+    ],
+)
+def test_structural_schema_conventions(structural: dict[str, Any], value: Any, valid: bool) -> None:
+    validator = schema._validator_class()(schema._to_json_schema(structural))
+    assert validator.is_valid(value) is valid
