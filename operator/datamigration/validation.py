@@ -2,7 +2,8 @@
 
 A DataMigration that fails here is marked InvalidSpec and runs nothing. The lint refuses
 destructive statements outside contract, so that an expand or a backfill can never break the
-old code that is still serving traffic.
+old code that is still serving traffic. What the lint cannot see into (command steps) is named
+by `unchecked_steps`, with `UNCHECKED_COMMAND` saying what a person must do instead.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 
 from datamigration.core.decide import Invalid
 from datamigration.core.errors import SpecError
-from datamigration.core.spec import MigrationSpec, parse_spec
+from datamigration.core.spec import JOB_PHASES, MigrationSpec, parse_spec
+from datamigration.core.steps import CommandStep
 from datamigration.lint import lint_spec
 
 
@@ -28,3 +30,21 @@ def validate(raw_spec: Any) -> MigrationSpec | Invalid:
         if finding.blocking  # an error the step did not allow explicitly (lint.allow)
     ]
     return Invalid(tuple(problems)) if problems else spec
+
+
+#: Why a command step is unchecked and what to do instead (the CLI, status and docs say this).
+UNCHECKED_COMMAND = (
+    "the SQL lint cannot see what a program does to the database: review its image and command "
+    "as you would a schema change, run your tool's own dry run against a copy of the database, "
+    "and add verify steps that prove the result"
+)
+
+
+def unchecked_steps(spec: MigrationSpec) -> list[tuple[str, str]]:
+    """`(phase, step name)` of every step the lint cannot check: the command steps."""
+    return [
+        (phase, step.name)
+        for phase in JOB_PHASES
+        for step in spec.job_steps(phase).steps
+        if isinstance(step, CommandStep)
+    ]

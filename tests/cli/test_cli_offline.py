@@ -96,8 +96,8 @@ PLAN_CASES = {
         [without_container()],
         1,
         [
-            "  Verdict:    INVALID (InvalidSpec, the spec): the operator will run nothing",
-            "    spec.workload.container: is required",
+            "  Verdict:    INVALID (the CRD's schema and rules): the API server refuses it",
+            "    spec.workload.container: Required value",
         ],
         hides=["1. expand"],
     ),
@@ -134,7 +134,7 @@ PLAN_CASES = {
     "no metadata.name": PlanCase(
         [{**d.manifest(), "metadata": {}}],
         1,
-        ["DataMigration <no metadata.name>", "    metadata.name: is required"],
+        ["DataMigration <no metadata.name>", "    metadata.name: Required value"],
     ),
 }
 
@@ -219,7 +219,8 @@ def test_lint_exit_codes(
 ) -> None:
     path = write(tmp_path, *case.docs)
     assert main(["lint", path]) == case.code
-    assert case.shows in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert case.shows in captured.out + captured.err
 
 
 def test_lint_several_files_fails_if_any_has_an_error(

@@ -2,9 +2,10 @@
 
 Installed as the console script `kubectl-datamigration`, so kubectl finds it as the plugin
 `kubectl datamigration ...`. This module only parses arguments, picks the target cluster and
-namespace, dispatches to `commands` (cluster verbs) or `plan`/the lint (offline), and turns every
-failure into one `error: ...` line and an exit code: 0 ok, 1 failure (not found, refused, lint
-errors, unreachable cluster), 2 usage. A person never sees a traceback (set
+namespace, dispatches to `commands` (cluster verbs) or `offline`/`plan` (lint, plan), and turns
+every failure into one `error: ...` line and an exit code: 0 ok, 1 failure (not found, refused,
+a manifest that is invalid, unreadable, too large or too deep, lint errors, unreachable cluster),
+2 usage. A person never sees a traceback (set
 DATAMIGRATION_CLI_DEBUG=1 to get one for a bug report).
 
 Imports of the Kubernetes client happen only for cluster verbs, so `lint` and `plan` start fast
@@ -86,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
         "name"
     )
 
-    sub = verb("lint", "check the SQL of DataMigration manifests, offline")
+    sub = verb(
+        "lint",
+        "check DataMigration manifests offline: the CRD's schema and rules, the spec, the SQL",
+    )
     sub.add_argument("files", nargs="+", metavar="FILE")
     sub = verb("plan", "show what the operator would do with a manifest, offline")
     sub.add_argument("file", metavar="FILE")
@@ -102,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     try:
         if args.verb in OFFLINE:
-            return _offline(args, out)
+            return _offline(args, out, err)
         return _online(args, out, err)
     except CliError as exc:
         _fail(err, exc)
@@ -133,24 +137,16 @@ def _fail(err: TextIO, exc: CliError) -> None:
         err.write(f"hint: {hint}\n")
 
 
-def _offline(args: argparse.Namespace, out: TextIO) -> int:
+def _offline(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.verb == "plan":
         from datamigration.cli.plan import plan_file
 
         plan = plan_file(args.file)
         out.write(plan.text + "\n")
         return EXIT_OK if plan.ok else EXIT_FAILURE
-    from datamigration.lint import format_findings, has_errors, lint_file
+    from datamigration.cli.offline import lint_paths
 
-    failed = False
-    for path in args.files:
-        if not os.path.exists(path):
-            raise CliError(f"{path}: no such file")
-        findings = lint_file(path)
-        text = format_findings(findings)
-        out.write((f"{path}: {text}" if not findings else text) + "\n")
-        failed = failed or has_errors(findings)
-    return EXIT_FAILURE if failed else EXIT_OK
+    return lint_paths(args.files, out, err)
 
 
 def _online(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -1,30 +1,28 @@
 """`kubectl datamigration plan FILE`: what the operator would do with a manifest, offline.
 
 Why: a DataMigration is written by hand and reviewed in a pull request. The reviewer wants to see,
-before anything touches a cluster, whether the operator will accept it (the same `validate` the
-operator runs, lint included), and if so what each phase will run, in which Job, which rollout
-gates the destructive contract, and who must approve it. Pure: reads the file, contacts nothing.
+before anything touches a cluster, whether the cluster and the operator will accept it (the CRD's
+own schema and rules, then the operator's checks and the lint: `cli.offline`), and if so what
+each phase will run, in which Job, which rollout gates the destructive contract, and who must
+approve it. Pure: reads the file, contacts nothing.
 """
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
-import yaml
-
 from datamigration.cli.errors import CliError
+from datamigration.cli.manifest import load_documents
+from datamigration.cli.offline import check_manifest
 from datamigration.cli.render import human_duration, shorten
-from datamigration.core.decide import Invalid
-from datamigration.core.errors import SpecError
 from datamigration.core.jobs import Owner, job_name
-from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec, PhaseSteps, parse_spec
+from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec, PhaseSteps
 from datamigration.core.steps import BackfillStep, CommandStep, SqlStep, Step, VerifyStep
-from datamigration.lint import Finding, format_findings, lint_document, lint_spec
-from datamigration.validation import validate
+from datamigration.lint import Finding, format_findings
+from datamigration.validation import UNCHECKED_COMMAND
 
 KIND = "DataMigration"
 SUMMARY_WIDTH = 80
@@ -37,23 +35,6 @@ class Plan:
 
     text: str
     ok: bool
-
-
-def load_documents(path: str) -> list[Mapping[str, Any]]:
-    """The YAML documents of a file (empty ones dropped); unreadable input is a `CliError`."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise CliError(f"cannot read {path}: {reason}") from None
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise CliError(f"{path} is not valid YAML: {problem}{line}") from None
-    return [d if isinstance(d, Mapping) else {} for d in documents]
 
 
 def plan_file(path: str) -> Plan:
@@ -80,36 +61,39 @@ def plan_migration(document: Mapping[str, Any]) -> Plan:
     namespace = str(meta.get("namespace") or "")
     title = f"{KIND} {namespace + '/' if namespace else ''}{name or '<no metadata.name>'}"
     lines = [title]
-    raw_spec = document.get("spec")
-    verdict = validate(raw_spec)
-    problems: list[str] = [] if name else ["metadata.name: is required"]
-    try:
-        spec: MigrationSpec | None = parse_spec(raw_spec)
-    except SpecError:
-        spec = None
-    findings: list[Finding] = []
-    if spec is None:
-        if isinstance(verdict, Invalid):
-            problems += list(verdict.problems)
-        # The lint still reads the steps that parse; spec-shape problems are listed above.
-        findings = [f for f in lint_document(document) if f.rule != "invalid-spec"]
-    else:
-        findings = lint_spec(spec)
+    checked = check_manifest(document)
+    spec = checked.spec
+    # Errors of the CRD (metadata.name included) and of the spec are listed under the verdict;
+    # lint findings below.
+    problems = [f.message for f in checked.findings if f.phase == "" and f.step == ""]
+    # Inside this migration's block: no need to repeat its name on each finding.
+    findings = [replace(f, migration="") for f in checked.findings if f.phase or f.step]
     errors = [f for f in findings if f.blocking]  # allowed errors (lint.allow) do not block
-    ok = not problems and not errors and not isinstance(verdict, Invalid)
+    ok = not problems and not errors
     if ok:
         lines.append(_field("Verdict", "valid: the operator will accept it"))
     else:
-        reason = "the spec" if problems else "lint errors"
-        lines.append(
-            _field("Verdict", f"INVALID (InvalidSpec, {reason}): the operator will run nothing")
-        )
+        if not checked.schema.ok:
+            verdict = "INVALID (the CRD's schema and rules): the API server refuses it"
+        else:
+            reason = "the spec" if problems else "lint errors"
+            verdict = f"INVALID (InvalidSpec, {reason}): the operator will run nothing"
+        lines.append(_field("Verdict", verdict))
         lines += [f"    {problem}" for problem in problems]
     if spec is not None:
         lines += _describe(spec, name or "<name>", namespace, findings)
+    if not checked.linted:
+        lines.append(_field("Lint", "not run"))
+        lines += [f"    {note}" for note in checked.notes]
+        return Plan(text="\n".join(lines), ok=False)
     lines.append(_field("Lint", "" if findings else "no findings"))
     if findings:
         lines += [f"    {ln}" for ln in format_findings(findings).splitlines()]
+    if checked.commands:
+        steps = ", ".join(f'{phase} step "{name}"' for phase, name in checked.commands)
+        lines.append(_field("Unchecked", f"{steps} (command)"))
+        lines.append(f"    {UNCHECKED_COMMAND}")
+    lines += [f"  {note}" for note in checked.notes]
     return Plan(text="\n".join(lines), ok=ok)
 
 
@@ -147,6 +131,8 @@ class _Doc:
                 if finding.allowed_by is not None:
                     level = f"allowed {level}"
                 lines.append(f"       {' ' * self.width}   lint {level}: {finding.rule}")
+            if isinstance(step, CommandStep):
+                lines.append(f"       {' ' * self.width}   unchecked: see Unchecked below")
         return lines
 
 

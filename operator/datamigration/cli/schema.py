@@ -1,0 +1,479 @@
+"""Validation of a DataMigration manifest against the CRD itself, offline, as the API server does.
+
+Why: `kubectl datamigration lint` and `plan` must not call a manifest valid that `kubectl apply`
+refuses. The one source of truth for the shape of a DataMigration is the CRD's
+`openAPIV3Schema` (shipped in this package as a byte-identical copy of
+`crds/datamigrations.datamigration.dev.yaml`, a test checks it); nothing here restates a rule.
+
+What it guarantees:
+- the schema is checked by `jsonschema` (JSON Schema draft 4, the base of OpenAPI v3) after the
+  translation of the structural-schema conventions the API server applies: a field the schema
+  does not define is an error (as with `kubectl apply`'s strict field validation) unless the
+  schema says `x-kubernetes-preserve-unknown-fields`; `nullable`; `x-kubernetes-int-or-string`;
+  `null` for a non-nullable field is dropped (the API server prunes it); duplicate keys in
+  `x-kubernetes-list-type: map` lists; enums, patterns and bounds as written;
+- the `x-kubernetes-validations` CEL rules are evaluated with `celpy` on the object with the
+  schema's defaults applied (the API server defaults before it validates). A rule that cannot be
+  evaluated offline (one that uses `oldSelf`, or that celpy cannot compile) is not guessed at: it is
+  listed in `Report.unchecked`, and the CLI says so;
+- EVERY error is reported, each as `path: message` in the API server's words, sorted by path;
+- objects whose JSON is larger than the API server's request limit are reported.
+
+Input must already be bounded (`cli.manifest`): the walks here recurse over the schema, which is a
+few levels deep, and descend into the object only where the schema does.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+CRD_FILE = "datamigrations.datamigration.dev.yaml"
+GROUP = "datamigration.dev"
+KIND = "DataMigration"
+#: The API server's limit on a request body (k8s.io/apiserver MaxRequestBodyBytes).
+MAX_OBJECT_BYTES = 3 * 1024 * 1024
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One error, where the API server would put it: `path: message`."""
+
+    path: str
+    message: str
+    source: str = "schema"  # "schema" (OpenAPI), "cel" (x-kubernetes-validations), "size"
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+@dataclass
+class Report:
+    """The verdict on one manifest: every problem, and the CEL rules not evaluated offline."""
+
+    problems: list[Problem] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)  # "path: rule"
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def crd_text() -> bytes:
+    """The packaged copy of the CRD, byte for byte."""
+    return (resources.files("datamigration") / "crds" / CRD_FILE).read_bytes()
+
+
+@cache
+def crd() -> Mapping[str, Any]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loaded: Mapping[str, Any] = yaml.load(crd_text(), Loader=loader)  # noqa: S506 (a safe loader)
+    return loaded
+
+
+def served_versions() -> dict[str, Mapping[str, Any]]:
+    """`version name -> openAPIV3Schema` for every served version of the CRD."""
+    return {
+        version["name"]: version["schema"]["openAPIV3Schema"]
+        for version in crd()["spec"]["versions"]
+        if version.get("served")
+    }
+
+
+def validate_manifest(document: Mapping[str, Any]) -> Report:
+    """Every problem the API server would report for this DataMigration on create."""
+    report = Report()
+    api_version = document.get("apiVersion")
+    versions = served_versions()
+    group, _, version = str(api_version).partition("/")
+    if group != GROUP or version not in versions:
+        supported = ", ".join(f'"{GROUP}/{v}"' for v in versions)
+        report.problems.append(
+            Problem(
+                "apiVersion", f"Unsupported value: {api_version!r}: supported values: {supported}"
+            )
+        )
+        return report
+    size = len(json.dumps(document, default=str, separators=(",", ":")).encode("utf-8"))
+    if size > MAX_OBJECT_BYTES:
+        report.problems.append(
+            Problem(
+                "",
+                f"Request entity too large: the object is {size:,} bytes as JSON; the API "
+                f"server refuses request bodies over {MAX_OBJECT_BYTES:,} (3 MiB)",
+                "size",
+            )
+        )
+    schema = versions[version]
+    report.problems += _metadata_problems(document.get("metadata"))
+    # On create the API server resets the status (a subresource): only its unknown fields count.
+    without_status = {k: v for k, v in document.items() if k != "status"}
+    instance = _normalise(without_status, schema, (), report.problems)
+    validator = _validator(version)
+    report.problems += [p for e in validator.iter_errors(instance) for p in _problems(e)]
+    if document.get("status") is not None:
+        structure = _structure_validator(version)
+        status_only = {"status": document["status"]}
+        report.problems += [p for e in structure.iter_errors(status_only) for p in _problems(e)]
+    bad_paths = {p.path for p in report.problems if p.source == "schema"}
+    _check_rules(instance, schema, (), bad_paths, report)
+    report.problems = sorted(set(report.problems), key=lambda p: (_sort_key(p.path), p.message))
+    return report
+
+
+# -- the translation of a structural schema into JSON Schema ------------------------------------
+@cache
+def _validator(version: str) -> Any:
+    return _validator_class()(_to_json_schema(served_versions()[version]))
+
+
+@cache
+def _structure_validator(version: str) -> Any:
+    """Unknown fields of `status` only (its values are reset on create, its shape is not)."""
+    status = served_versions()[version]["properties"]["status"]
+    schema = {"type": "object", "properties": {"status": _structure_only(status)}}
+    return _validator_class()(schema)
+
+
+@cache
+def _validator_class() -> Any:
+    # OpenAPI v3 is JSON Schema draft 4, but the API server reads JSON numbers: 1.0 is an integer.
+    from jsonschema import Draft4Validator, validators
+
+    checker = Draft4Validator.TYPE_CHECKER.redefine(
+        "integer",
+        lambda _, v: (
+            (isinstance(v, int) and not isinstance(v, bool))
+            or (isinstance(v, float) and v.is_integer())
+        ),
+    )
+    return validators.extend(Draft4Validator, type_checker=checker)  # type: ignore[no-untyped-call]
+
+
+def _structure_only(schema: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "properties" in schema:
+        out["properties"] = {k: _structure_only(v) for k, v in schema["properties"].items()}
+        if not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if isinstance(schema.get("items"), Mapping):
+        out["items"] = _structure_only(schema["items"])
+    return out
+
+
+#: The fields of ObjectMeta (k8s.io/apimachinery): metadata is the API server's own type, not the
+#: CRD's, so it is the one shape checked here from a list rather than from the CRD.
+OBJECT_META_FIELDS = frozenset(
+    {
+        "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+        "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
+        "annotations", "ownerReferences", "finalizers", "managedFields",
+    }
+)  # fmt: skip
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def _metadata_problems(metadata: object) -> list[Problem]:
+    """What the API server's ObjectMeta validation refuses in a manifest being created."""
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping):
+        return [Problem("metadata", "Invalid value: must be an object")]
+    problems = [
+        Problem(f"metadata.{key}", "Unknown field")
+        for key in metadata
+        if key not in OBJECT_META_FIELDS
+    ]
+    name, namespace = metadata.get("name"), metadata.get("namespace")
+    if name is None and not metadata.get("generateName"):
+        problems.append(
+            Problem("metadata.name", "Required value: name or generateName is required")
+        )
+    elif name is not None and not (
+        isinstance(name, str) and len(name) <= 253 and _DNS_SUBDOMAIN.fullmatch(name)
+    ):
+        problems.append(
+            Problem(
+                "metadata.name",
+                f"Invalid value: {name!r}: must be a lowercase RFC 1123 "
+                "subdomain (a-z, 0-9, '-', '.'; at most 253)",
+            )
+        )
+    if namespace is not None and not (
+        isinstance(namespace, str) and len(namespace) <= 63 and _DNS_LABEL.fullmatch(namespace)
+    ):
+        problems.append(
+            Problem(
+                "metadata.namespace",
+                f"Invalid value: {namespace!r}: must be a lowercase "
+                "RFC 1123 label (a-z, 0-9, '-'; at most 63)",
+            )
+        )
+    return problems
+
+
+def _to_json_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        k: v
+        for k, v in schema.items()
+        if not k.startswith("x-kubernetes-") and k not in ("default", "description", "nullable")
+    }
+    if schema.get("x-kubernetes-int-or-string"):
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if "properties" in schema:
+        out["properties"] = {k: _to_json_schema(v) for k, v in schema["properties"].items()}
+        if not schema.get("x-kubernetes-preserve-unknown-fields") and (
+            "additionalProperties" not in schema
+        ):
+            out["additionalProperties"] = False
+    if isinstance(schema.get("additionalProperties"), Mapping):
+        out["additionalProperties"] = _to_json_schema(schema["additionalProperties"])
+    if isinstance(schema.get("items"), Mapping):
+        out["items"] = _to_json_schema(schema["items"])
+    for key in ("allOf", "anyOf", "oneOf"):
+        if key in schema:
+            out[key] = [_to_json_schema(s) for s in schema[key]]
+    if schema.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+        if "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    return out
+
+
+def _normalise(value: Any, schema: Mapping[str, Any], path: Path, problems: list[Problem]) -> Any:
+    """A copy of `value` as the API server sees it before validation: nulls of non-nullable
+    fields pruned, defaults applied; duplicate keys of map-lists are reported.
+
+    A list or map beyond its maxItems/maxProperties is reported here and only its first allowed
+    entries are kept for the rest of the checks, so that their cost is bounded by the CRD's
+    bounds, whatever the input (60,000 steps cost what 50 do)."""
+    if isinstance(value, Mapping):
+        properties: Mapping[str, Any] = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        limit = schema.get("maxProperties")
+        entries = list(value.items())
+        if isinstance(limit, int) and len(entries) > limit:
+            problems.append(Problem(_render(path), _message("maxProperties", limit, value, "")))
+            entries = entries[:limit]
+        out: dict[Any, Any] = {}
+        for key, item in entries:
+            sub = properties.get(key) or (extra if isinstance(extra, Mapping) else None)
+            if item is None and sub is not None and not sub.get("nullable"):
+                continue
+            out[key] = _normalise(item, sub, (*path, key), problems) if sub else item
+        for key, sub in properties.items():
+            if key not in out and "default" in sub:
+                out[key] = _normalise(copy.deepcopy(sub["default"]), sub, (*path, key), problems)
+        return out
+    if isinstance(value, list):
+        items = schema.get("items")
+        limit = schema.get("maxItems")
+        if isinstance(limit, int) and len(value) > limit:
+            problems.append(Problem(_render(path), _message("maxItems", limit, value, "")))
+            value = value[:limit]
+        out_list = [
+            _normalise(v, items, (*path, i), problems) if isinstance(items, Mapping) else v
+            for i, v in enumerate(value)
+        ]
+        _check_list_keys(out_list, schema, path, problems)
+        return out_list
+    return value
+
+
+def _check_list_keys(
+    items: Sequence[Any], schema: Mapping[str, Any], path: Path, problems: list[Problem]
+) -> None:
+    list_type = schema.get("x-kubernetes-list-type")
+    keys = schema.get("x-kubernetes-list-map-keys") or []
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        if list_type == "map" and isinstance(item, Mapping):
+            identity = {k: item.get(k) for k in keys}
+        elif list_type == "set":
+            identity = item
+        else:
+            continue
+        marker = json.dumps(identity, sort_keys=True, default=str)
+        if marker in seen:
+            problems.append(Problem(_render((*path, index)), f"Duplicate value: {marker}"))
+        seen.add(marker)
+
+
+# -- jsonschema errors in the API server's words ------------------------------------------------
+def _problems(error: Any) -> Iterator[Problem]:
+    path: Path = tuple(error.absolute_path)
+    kind, bound, instance = error.validator, error.validator_value, error.instance
+    where = _render(path)
+    if kind == "additionalProperties" and bound is False:
+        known = list(error.schema.get("properties") or {})
+        for key in instance:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                yield Problem(_render((*path, key)), f"Unknown field{hint}")
+        return
+    if kind == "required":
+        for key in bound:
+            if isinstance(instance, Mapping) and key not in instance:
+                yield Problem(_render((*path, key)), "Required value")
+        return
+    yield Problem(where, _message(kind, bound, instance, error.message))
+
+
+def _message(kind: str, bound: Any, instance: Any, fallback: str) -> str:
+    shown = json.dumps(instance, default=str)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    if kind == "type":
+        return f"Invalid value: {shown}: must be of type {_type_name(bound)}"
+    if kind == "enum":
+        supported = ", ".join(json.dumps(v) for v in bound if v is not None)
+        return f"Unsupported value: {shown}: supported values: {supported}"
+    if kind == "pattern":
+        return f"Invalid value: {shown}: should match '{bound}'"
+    if kind == "maxLength":
+        return f"Too long: may not be longer than {bound}"
+    if kind == "minLength":
+        return f"Invalid value: {shown}: should be at least {bound} chars long"
+    if kind in ("maxItems", "maxProperties"):
+        return f"Too many: {_count(instance)}: must have at most {bound} items"
+    if kind == "minItems":
+        return f"Invalid value: {_count(instance)}: should have at least {bound} items"
+    if kind == "minProperties":
+        return f"Invalid value: {_count(instance)}: should have at least {bound} properties"
+    if kind == "maximum":
+        return f"Invalid value: {shown}: should be less than or equal to {bound}"
+    if kind == "minimum":
+        return f"Invalid value: {shown}: should be greater than or equal to {bound}"
+    if kind == "anyOf":
+        return f"Invalid value: {shown}: must be an integer or a string"
+    return f"Invalid value: {shown}: {fallback}"
+
+
+def _type_name(bound: str | list[str]) -> str:
+    return bound if isinstance(bound, str) else " or ".join(t for t in bound if t != "null")
+
+
+def _count(instance: object) -> int:
+    return len(instance) if isinstance(instance, Sequence | Mapping) else 0
+
+
+def _render(path: Path) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _sort_key(path: str) -> tuple[Any, ...]:
+    # Numeric order of list indexes: steps[2] before steps[10].
+    parts: list[Any] = []
+    for chunk in path.replace("[", ".[").split("."):
+        if chunk.startswith("[") and chunk[1:-1].isdigit():
+            parts.append((1, int(chunk[1:-1]), ""))
+        else:
+            parts.append((0, 0, chunk))
+    return tuple(parts)
+
+
+# -- x-kubernetes-validations (CEL) -------------------------------------------------------------
+def _check_rules(
+    value: Any, schema: Mapping[str, Any], path: Path, bad: set[str], report: Report
+) -> None:
+    """Evaluate every CEL rule on the node it is attached to (the API server does so even when
+    the schema finds errors, so the verdicts add up)."""
+    where = _render(path)
+    for rule in schema.get("x-kubernetes-validations") or ():
+        problem = _evaluate(rule, value, path, report)
+        if problem is None:
+            continue
+        # A rule that cannot be evaluated over a malformed node (a required field missing) says
+        # nothing the schema error has not said.
+        malformed = any(b == where or b.startswith((where + ".", where + "[")) for b in bad)
+        if not (malformed and "could not be evaluated" in problem.message):
+            report.problems.append(problem)
+    if isinstance(value, Mapping):
+        properties: Mapping[str, Any] = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = properties.get(key) or (extra if isinstance(extra, Mapping) else None)
+            if sub is not None:
+                _check_rules(item, sub, (*path, key), bad, report)
+    elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        for index, item in enumerate(value):
+            _check_rules(item, schema["items"], (*path, index), bad, report)
+
+
+def _evaluate(rule: Mapping[str, Any], value: Any, path: Path, report: Report) -> Problem | None:
+    text = str(rule.get("rule", ""))
+    where = _render(path) or "<root>"
+    program = _program(text)
+    if program is None:
+        note = f"{_schema_path(path)}: {text}"
+        if note not in report.unchecked:
+            report.unchecked.append(note)
+        return None
+    from celpy.adapter import json_to_cel
+    from celpy.celtypes import BoolType
+
+    field_path = str(rule.get("fieldPath") or "")
+    target = where + field_path if field_path.startswith((".", "[")) else where
+    try:
+        verdict = program.evaluate({"self": json_to_cel(value)})
+    except Exception as exc:  # celpy raises its own error types for no-such-key and the like
+        return Problem(target, f"Invalid value: rule {text!r} could not be evaluated: {exc}", "cel")
+    if isinstance(verdict, Exception):
+        return Problem(
+            target, f"Invalid value: rule {text!r} could not be evaluated: {verdict}", "cel"
+        )
+    if not (isinstance(verdict, BoolType) and bool(verdict)):
+        message = str(rule.get("message") or f"failed rule: {text}")
+        return Problem(target, f"Invalid value: {message}", "cel")
+    return None
+
+
+@cache
+def _program(rule: str) -> Any:
+    """The compiled rule, or None when it cannot be evaluated offline."""
+    if "oldSelf" in rule:  # transition rules need the stored object
+        return None
+    import celpy
+
+    environment = celpy.Environment()
+    try:
+        return environment.program(environment.compile(rule))
+    except Exception:  # celpy's compile errors (CELParseError and others)
+        return None
+
+
+def _schema_path(path: Path) -> str:
+    return _render(tuple("[*]" if isinstance(p, int) else p for p in path)).replace(".[*]", "[*]")
+
+
+def cel_rules() -> list[tuple[str, str]]:
+    """Every `(schema path, rule)` of the CRD's served versions (for docs and tests)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(schema: Mapping[str, Any], where: str) -> None:
+        for rule in schema.get("x-kubernetes-validations") or ():
+            found.append((where, str(rule.get("rule"))))
+        for key, sub in (schema.get("properties") or {}).items():
+            walk(sub, f"{where}.{key}" if where else key)
+        if isinstance(schema.get("items"), Mapping):
+            walk(schema["items"], where + "[*]")
+
+    for schema in served_versions().values():
+        walk(schema, "")
+    return found
