@@ -56,13 +56,24 @@ def install_prerequisites(kube: KubeClient, bin_dir: Path, *, field_manager: str
     role = runner_cluster_role(bin_dir)
     path = f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role['metadata']['name']}"
     kube.server_side_apply(path, role, field_manager=field_manager)
+    policies = []
     for doc in runner_admission_policy(bin_dir):
         plural = {
             "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
             "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
         }[doc["kind"]]
         path = f"/apis/admissionregistration.k8s.io/v1/{plural}/{doc['metadata']['name']}"
-        kube.server_side_apply(path, doc, field_manager=field_manager)
+        applied = kube.server_side_apply(path, doc, field_manager=field_manager)
+        if doc["kind"] == "ValidatingAdmissionPolicy":
+            policies.append((path, applied["metadata"]["generation"]))
+
+    def checked() -> bool:  # the API server compiled and type-checked the policy's CEL
+        return all(
+            kube.get(path).get("status", {}).get("observedGeneration") == generation
+            for path, generation in policies
+        )
+
+    wait_for("the runner admission policy to be compiled", checked, timeout=60)
 
     def served() -> bool:
         crd = kube.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}")

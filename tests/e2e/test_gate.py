@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -134,6 +135,22 @@ OBJECT_ATTEMPTS: list[tuple[str, JSON]] = [
 ]
 
 
+def policy_in_force(runner: KubeClient, status_path: str) -> None:
+    """Wait until the API server enforces the admission policy (installed moments ago by the
+    harness, it reaches the admission plugin through an informer)."""
+
+    def refused() -> bool:
+        try:
+            runner.merge_patch(status_path, {"status": {"message": "probe"}})
+        except KubeError as exc:
+            if exc.status == 403:
+                return True
+            raise
+        return False
+
+    eventually(refused, timeout=30, what="the runner admission policy to be enforced")
+
+
 def status_declares(field: str) -> bool:
     crd = yaml.safe_load(CRD.read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -155,10 +172,11 @@ def test_a_phase_jobs_token_can_write_progress_and_no_gate_field(
     assert job_account == account
     # The phase Job's identity, exactly as the operator sets it up (manageRbac).
     kube.api.ensure_runner_identity(namespace, job_account, RUNNER_ROLE)
-    kube.api.patch_migration_status(namespace, "rename-email", SEEDED_STATUS)
     runner = service_account_client(kube, namespace, job_account)
     status_path = migration_path(namespace, "rename-email", "status")
     object_path = migration_path(namespace, "rename-email")
+    policy_in_force(runner, status_path)
+    kube.api.patch_migration_status(namespace, "rename-email", SEEDED_STATUS)
     before = kube.migration(namespace, "rename-email")
 
     outcomes: dict[str, str] = {}
@@ -170,7 +188,7 @@ def test_a_phase_jobs_token_can_write_progress_and_no_gate_field(
             assert exc.status == 403, (what, exc)
             assert f"refused change to {field}" in exc.message, (what, exc.message)
             assert f"ServiceAccount {job_account} may change only status.progress" in exc.message
-            outcomes[what] = "denied"
+            outcomes[what] = f"denied: {exc.message}"
         else:
             # Only a field the CRD does not declare gets through: pruned, so nothing is stored.
             assert not declared, f"{what}: the runner's patch was accepted"
@@ -332,6 +350,7 @@ def test_rollout_undo_after_the_contract_job_appears_stops_the_drop(
     assert len(pods) == 1, "exit 8 is final: the Job did not run the contract again"
     assert "the destructive step was not run" in seen.message
     assert "registry.example/shop-api:1.0" in seen.message  # the offending pods, named
+    print(seen.message)
 
     # The DROP never ran: the column is there, and no DDL after the expand's ADD COLUMN.
     assert "email" in shop.columns()
@@ -357,7 +376,7 @@ def test_rollout_undo_after_the_contract_job_appears_stops_the_drop(
 
 
 def kubectl(cluster: Any, *args: str) -> str:
-    env = {"KUBECONFIG": str(cluster.kubeconfig), "PATH": "/usr/bin:/bin"}
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
     proc = subprocess.run(
         [str(Path(cluster.bin_dir) / "kubectl"), *args],
         capture_output=True,

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 #: At most this many pod names in the message (the count is always given).
-NAMED_PODS = 5
+NAMED_PODS = 3
 
 
 class WorkloadReader(Protocol):
@@ -60,8 +60,8 @@ def check_rollout(gate: RolloutGate, api: WorkloadReader) -> str:
         raise
     except Exception as exc:  # KubeError or transport: not proven, so not run
         raise RolloutRegressed(
-            f"cannot re-prove the rollout of {workload} ({_one_line(exc)}); "
-            "the destructive step was not run"
+            f"the destructive step was not run: cannot re-prove the rollout of {workload} "
+            f"({_one_line(exc)})"
         ) from None
     verdict = evaluate_rollout(
         deployment,
@@ -76,8 +76,8 @@ def check_rollout(gate: RolloutGate, api: WorkloadReader) -> str:
     named = ", ".join(offending[:NAMED_PODS]) + (" ..." if len(offending) > NAMED_PODS else "")
     pods_text = f"; {len(offending)} pod(s) break it: {named}" if offending else ""
     raise RolloutRegressed(
-        f"the rollout of {workload} is no longer proven: {verdict.message}{pods_text}; "
-        "the destructive step was not run"
+        f"the destructive step was not run: the rollout of {workload} is no longer proven "
+        f"({verdict.message}){pods_text}"
     )
 
 
@@ -144,8 +144,8 @@ def _connect() -> WorkloadReader:
         return ClusterApi()
     except Exception as exc:  # the kubernetes client raises its own config errors
         raise RolloutRegressed(
-            f"cannot re-prove the rollout: no Kubernetes API access ({_one_line(exc)}); "
-            "the destructive step was not run"
+            "the destructive step was not run: cannot re-prove the rollout without Kubernetes "
+            f"API access ({_one_line(exc)})"
         ) from None
 
 
