@@ -386,3 +386,80 @@ def kubectl(cluster: Any, *args: str) -> str:
     )
     assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stdout}{proc.stderr}"
     return proc.stdout
+
+
+# -- item 1 and 4 for `command` contract steps ----------------------------------------------------
+#: The team's tool: exits 3 if it holds API credentials, else 0 (the executor hands a token to a
+#: container only through a mounted service-account token volume, as a kubelet does).
+TOOL = ["python", "-c", "import os, sys; sys.exit(3 if os.environ.get('KUBECONFIG') else 0)"]
+
+
+def command_contract_job(kube: Kube, namespace: str, attempt: int, *, token: bool) -> str:
+    migration = rename_migration(namespace)
+    migration["spec"]["contract"] = {
+        "approval": "Manual",  # no verify query: the spec rules want a person's approval
+        "steps": [
+            {
+                "name": "tool",
+                "command": {
+                    "image": "registry.example/migrate-tool:1",
+                    "command": TOOL,
+                    "automountServiceAccountToken": token,
+                },
+            }
+        ],
+    }
+    kube.apply(migration)
+    obj = kube.migration(namespace, "rename-email")
+    owner = Owner(namespace, "rename-email", obj["metadata"]["uid"])
+    manifest = build_job(owner, parse_spec(obj["spec"]), "contract", attempt, SETTINGS)
+    return str(kube.api.create_job(manifest)["metadata"]["name"])
+
+
+def rolled_out(kube: Kube, namespace: str, image: str) -> None:
+    kube.api.set_container_image(namespace, "shop-api", "api", image)
+
+    def done() -> bool:
+        pods = kube.pods(namespace, "app=shop-api")
+        return len(pods) == 3 and all(
+            p["spec"]["containers"][0]["image"] == image
+            and not p["metadata"].get("deletionTimestamp")
+            for p in pods
+        )
+
+    eventually(done, timeout=60, what=f"every shop-api pod to run {image}")
+
+
+@pytest.mark.pg
+def test_a_command_contract_starts_only_after_the_gate_and_without_a_token(
+    kube: Kube, namespace: str, pg_url: str
+) -> None:
+    setup_shop(kube, namespace, pg_url, rows=10)
+    kube.api.ensure_runner_identity(namespace, "datamigration-runner", RUNNER_ROLE)
+    rolled_out(kube, namespace, "registry.example/shop-api:2.0")
+
+    # Proven: the gate passes (with its own token), the tool runs without one.
+    name = command_contract_job(kube, namespace, 1, token=False)
+
+    def complete() -> bool:
+        job = kube.client.get(f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
+        return observe_job(job, []).outcome == "Succeeded"
+
+    eventually(complete, timeout=90, what=f"Job {name} to complete (the tool had no token)")
+
+    # Asked for: the tool holds the token (and exits 3, an ordinary failure of its own).
+    asked = command_contract_job(kube, namespace, 2, token=True)
+    seen = observe_job(failed_job(kube, namespace, asked), job_pods(kube, namespace, asked))
+    assert seen.exit_code == 3, seen.message
+
+    # Rolled back: the gate, the last init container, stops the Job before the tool starts.
+    rolled_out(kube, namespace, "registry.example/shop-api:1.0")
+    gated = command_contract_job(kube, namespace, 3, token=False)
+    failed = failed_job(kube, namespace, gated)
+    (pod,) = job_pods(kube, namespace, gated)
+    seen = observe_job(failed, [pod])
+    assert seen.exit_code == EXIT_ROLLOUT_REGRESSED, seen.message
+    assert [c["name"] for c in pod["status"]["initContainerStatuses"]] == ["rollout-gate"]
+    (tool,) = pod["status"]["containerStatuses"]
+    assert "terminated" not in tool["state"] or tool["state"]["terminated"].get("startedAt") is None
+    assert tool.get("started") is not True

@@ -233,6 +233,16 @@ def test_a_command_steps_own_exit_codes_keep_the_ordinary_retries() -> None:
     rules = job["spec"]["podFailurePolicy"]["rules"]
     fail_job = [r["onExitCodes"]["containerName"] for r in rules if r["action"] == "FailJob"]
     assert fail_job == ["verify", "rollout-gate"]  # the runner's containers, never the tool
+    without_verify = with_contract(verify=[], approval="Manual", steps=COMMAND_CONTRACT)
+    job = build_job(OWNER, parse_spec(without_verify), "contract", 1, SETTINGS)
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert [r["onExitCodes"]["containerName"] for r in rules if "onExitCodes" in r] == [
+        "rollout-gate"
+    ]  # a rule may only name a container the pod has
+    expand = build_job(
+        OWNER, parse_spec(spec(expand={"steps": COMMAND_CONTRACT})), "expand", 1, SETTINGS
+    )
+    assert [r["action"] for r in expand["spec"]["podFailurePolicy"]["rules"]] == ["Ignore"]
 
 
 def test_contract_command_step_proves_the_rollout_again_right_before_the_tool() -> None:

@@ -265,7 +265,10 @@ def build_job(
     }
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.runner.backoff_limit,
-        "podFailurePolicy": pod_failure_policy(command is not None),
+        # The containers that run the runner: the main one, or else the init containers.
+        "podFailurePolicy": pod_failure_policy(
+            [c["name"] for c in init_containers] if command is not None else [RUNNER_CONTAINER]
+        ),
         "template": {
             "metadata": {"labels": {**labels, **settings.extra_pod_labels}},
             "spec": pod_spec,
@@ -295,13 +298,12 @@ def build_job(
     }
 
 
-def pod_failure_policy(runs_command: bool) -> dict[str, Any]:
+def pod_failure_policy(runner_containers: Sequence[str]) -> dict[str, Any]:
     """Exit codes of the runner that no retry can change end the Job at once (`FailJob`): verify
     failed, checksum changed, rollout regressed, paused. Only for the containers that run the
     runner: a team's tool (a `command` step's container) may use these numbers for anything, so
     its exit codes keep the Job's ordinary `backoffLimit`. A pod ended by a disruption (eviction,
     preemption, node drain) is not counted against `backoffLimit`."""
-    containers = [VERIFY_CONTAINER, GATE_CONTAINER] if runs_command else [RUNNER_CONTAINER]
     rules: list[dict[str, Any]] = [
         {
             "action": "FailJob",
@@ -311,7 +313,7 @@ def pod_failure_policy(runs_command: bool) -> dict[str, Any]:
                 "values": sorted(FAILURE_POLICY_EXIT_CODES),
             },
         }
-        for name in containers
+        for name in runner_containers
     ]
     rules.append(
         {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
