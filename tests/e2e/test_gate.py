@@ -273,6 +273,31 @@ def test_the_policy_denies_spec_and_metadata_even_if_rbac_allowed_them(
         assert f"refused change to {field}" in denied.message
 
 
+def test_identities_other_than_the_runners_are_left_to_rbac(kube: Kube, namespace: str) -> None:
+    """Another release's operator (any ServiceAccount not named as a runner) may still write
+    status if RBAC lets it: the policy matches the runner's identities only."""
+    kube.apply(rename_migration(namespace))
+    runner = service_account_client(
+        *_runner_identity(kube, namespace, "datamigration-runner"), "datamigration-runner"
+    )
+    status_path = migration_path(namespace, "rename-email", "status")
+    policy_in_force(runner, status_path)
+    other = service_account_client(
+        *_runner_identity(kube, namespace, "dm-b-datamigration-operator"),
+        "dm-b-datamigration-operator",
+    )
+    other.merge_patch(status_path, {"status": {"message": "written by another operator"}})
+    assert kube.migration(namespace, "rename-email")["status"]["message"] == (
+        "written by another operator"
+    )
+
+
+def _runner_identity(kube: Kube, namespace: str, account: str) -> tuple[Kube, str]:
+    """`account` with the runner ClusterRole's rights (patch datamigrations/status) here."""
+    kube.api.ensure_runner_identity(namespace, account, RUNNER_ROLE)
+    return kube, namespace
+
+
 # -- item 7: the exit codes no retry can change end the Job ---------------------------------------
 @pytest.mark.pg
 def test_a_paused_runner_is_not_run_again(kube: Kube, namespace: str, pg_url: str) -> None:

@@ -268,7 +268,9 @@ def test_operator_and_runner_rules_name_each_verb_and_the_code_that_needs_it() -
             assert verbs, rule
             for verb in (v.strip() for v in verbs[1].split(",")):
                 assert re.search(rf"\b{verb}\b", comment), f"{verb!r} not explained: {comment}"
-            assert re.search(r"ClusterApi\.|kopf|handlers|runner/progress\.py", comment), comment
+            assert re.search(
+                r"ClusterApi\.|kopf|handlers|runner/progress\.py|runner/gate\.py", comment
+            ), comment
 
 
 @pytest.mark.parametrize("args", ALL_LAYOUTS.values(), ids=ALL_LAYOUTS.keys())
