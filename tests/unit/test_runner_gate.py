@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from datamigration.core.spec import parse_spec
 from datamigration.k8s.client import KubeError
 from datamigration.runner.errors import ExitCode, InvalidInput, RolloutRegressed
 from datamigration.runner.gate import check_rollout
+from datamigration.runner.main import main
 from datamigration.runner.plan import RolloutGate, parse_plan
 
 JSON = dict[str, Any]
@@ -125,3 +127,9 @@ def test_a_workload_that_cannot_be_read_is_not_proven() -> None:
     denied = KubeError(403, "Forbidden", 'deployments.apps "shop-api" is forbidden')
     with pytest.raises(RolloutRegressed, match=r"cannot re-prove the rollout.*403 Forbidden"):
         check_rollout(GATE, FakeApi(Cluster(), error=denied))
+
+
+def test_the_gate_command_refuses_a_plan_without_a_gate(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"migration": "shop/m", "phase": "contract", "steps": []}))
+    assert main(["gate", "--plan", str(plan)]) == ExitCode.INVALID_INPUT

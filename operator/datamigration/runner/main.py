@@ -184,10 +184,9 @@ def _run(
 
 def _gate_only(plan: Plan) -> int:
     """`datamigration-runner gate`: prove the rollout, run nothing (raises RolloutRegressed)."""
-    if plan.rollout_gate is None:
-        raise InvalidInput("the plan has no rolloutGate: there is no rollout to prove")
     check = gate.before_destructive(plan.rollout_gate)
-    assert check is not None
+    if check is None:
+        raise InvalidInput("the plan has no rolloutGate: there is no rollout to prove")
     check()
     log.info("done: rollout of %s proven again; the contract command may start", plan.migration)
     return int(ExitCode.OK)

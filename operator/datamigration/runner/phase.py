@@ -62,6 +62,8 @@ def run_phase(
             run_sql_step(ctx, step, previous)
             applied += 1
         elif isinstance(step, BackfillStep):
+            if before_destructive is not None:
+                before_destructive()
             final = run_backfill_step(ctx, step, previous)
             applied += 1
         else:  # command steps are refused by the plan parser; this is a safety net
