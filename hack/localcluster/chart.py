@@ -41,16 +41,39 @@ def runner_cluster_role(bin_dir: Path) -> dict[str, Any]:
     return role
 
 
+def runner_admission_policy(bin_dir: Path) -> list[dict[str, Any]]:
+    """The ValidatingAdmissionPolicy and its binding that keep phase Jobs to status.progress."""
+    return render(bin_dir, "--show-only", "templates/runner-admission-policy.yaml")
+
+
 def install_prerequisites(kube: KubeClient, bin_dir: Path, *, field_manager: str) -> None:
     """What a chart install puts in place before any operator runs: the CRD (from `crds/`, the
-    single source) and the runner's ClusterRole (as the chart renders it). Waits until the
-    DataMigration API is served."""
+    single source), the runner's ClusterRole and the admission policy that keeps the runner to
+    status.progress (as the chart renders them). Waits until the DataMigration API is served."""
     for doc in yaml.safe_load_all(CRD.read_text()):
         path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{doc['metadata']['name']}"
         kube.server_side_apply(path, doc, field_manager=field_manager)
     role = runner_cluster_role(bin_dir)
     path = f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role['metadata']['name']}"
     kube.server_side_apply(path, role, field_manager=field_manager)
+    policies = []
+    for doc in runner_admission_policy(bin_dir):
+        plural = {
+            "ValidatingAdmissionPolicy": "validatingadmissionpolicies",
+            "ValidatingAdmissionPolicyBinding": "validatingadmissionpolicybindings",
+        }[doc["kind"]]
+        path = f"/apis/admissionregistration.k8s.io/v1/{plural}/{doc['metadata']['name']}"
+        applied = kube.server_side_apply(path, doc, field_manager=field_manager)
+        if doc["kind"] == "ValidatingAdmissionPolicy":
+            policies.append((path, applied["metadata"]["generation"]))
+
+    def checked() -> bool:  # the API server compiled and type-checked the policy's CEL
+        return all(
+            kube.get(path).get("status", {}).get("observedGeneration") == generation
+            for path, generation in policies
+        )
+
+    wait_for("the runner admission policy to be compiled", checked, timeout=60)
 
     def served() -> bool:
         crd = kube.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{CRD_NAME}")

@@ -10,10 +10,11 @@ CreateContainerConfigError, retried with a backoff, as the kubelet does: it neve
 configured. `restartPolicy: OnFailure`/`Always` restarts a container in place (restartCount,
 lastState), `Never` does not.
 
-Identity: unless the pod opted out of a service-account token (no projected token volume, which
-is how admission records `automountServiceAccountToken: false`), the worker mints a token with
-the TokenRequest API bound to this pod, for its service account, and hands the process a
-kubeconfig holding it (`$KUBECONFIG`): the process then meets RBAC exactly as it would in a pod.
+Identity: a container that mounts a projected service-account token volume (admission adds one to
+every container unless `automountServiceAccountToken: false`; a pod may also mount one into some
+containers only) gets a token minted with the TokenRequest API, bound to this pod, for its
+service account, as a kubeconfig holding it (`$KUBECONFIG`): the process then meets RBAC exactly
+as it would in a pod. A container without such a mount gets no credentials.
 
 Ending early: on deletion (deletionTimestamp or the object gone), on `activeDeadlineSeconds`, and
 on executor shutdown, every process group gets SIGTERM, then SIGKILL after the grace period
@@ -258,15 +259,19 @@ class PodWorker(threading.Thread):
             return decode(obj.get("data"))
         return dict(obj.get("data") or {})
 
-    def _wants_token(self) -> bool:
-        if self.spec.get("automountServiceAccountToken") is False:
-            return False
-        # Admission adds the projected token volume only when the pod (or its SA) wants one.
-        return any(
-            "serviceAccountToken" in source
+    def _mounts_token(self, container: JSON) -> bool:
+        """Whether the container mounts a projected volume holding a service-account token (the
+        one admission adds to every container, or one the pod mounts into some only)."""
+        token_volumes = {
+            volume.get("name")
             for volume in self.spec.get("volumes", []) or []
             for source in (volume.get("projected") or {}).get("sources", []) or []
-        )
+            if "serviceAccountToken" in source
+        }
+        return any(m.get("name") in token_volumes for m in container.get("volumeMounts", []) or [])
+
+    def _wants_token(self) -> bool:
+        return any(self._mounts_token(c) for c in self._all_containers())
 
     def _identity(self) -> Path | None:
         if not self._wants_token():
@@ -310,7 +315,7 @@ class PodWorker(threading.Thread):
             "HOME": str(self.workdir),
             "HOSTNAME": str(self.spec.get("hostname") or self.pod_name),
         }
-        if kubeconfig is not None:
+        if kubeconfig is not None and self._mounts_token(container):
             base["KUBECONFIG"] = str(kubeconfig)
         return argv, base | resolved
 

@@ -39,9 +39,17 @@ OPERATOR_CALLS: dict[str, set[Grant]] = {
 CLI_ONLY = {"list_migrations", "patch_migration", "list_events"}
 #: ClusterApi methods that make no API call.
 NO_CALL = {"from_kubeconfig"}
-#: The runner's own call (runner/progress.py): a merge patch of the status subresource.
+RUNNER_PY = OPERATOR / "runner"
+#: The runner's progress call (runner/progress.py): a merge patch of the status subresource.
 #: The response carries the object, spec.paused included, so no get is needed.
-RUNNER_NEEDS = need("datamigration.dev", "datamigrations/status", "patch")
+RUNNER_PROGRESS = need("datamigration.dev", "datamigrations/status", "patch")
+#: The ClusterApi methods the runner calls (runner/gate.py, the rollout gate): reads only.
+RUNNER_CALLS: dict[str, set[Grant]] = {
+    "get_deployment": OPERATOR_CALLS["get_deployment"],
+    "list_replicasets": OPERATOR_CALLS["list_replicasets"],
+    "list_pods": OPERATOR_CALLS["list_pods"],
+}
+RUNNER_NEEDS = RUNNER_PROGRESS.union(*RUNNER_CALLS.values())
 #: kopf itself, cluster-scoped: runtime observation of CRDs (kopf/_core/reactor/observation.py).
 KOPF_CLUSTER_NEEDS = need("apiextensions.k8s.io", "customresourcedefinitions", "list", "watch")
 #: Needed only while the operator manages the runner's identity (runner.manageRbac).

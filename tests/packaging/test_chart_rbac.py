@@ -32,7 +32,9 @@ from rbac_needs import (
     NO_CALL,
     OPERATOR,
     OPERATOR_CALLS,
+    RUNNER_CALLS,
     RUNNER_NEEDS,
+    RUNNER_PY,
     RUNNER_ROLE,
     kopf_watches,
     operator_needs,
@@ -68,6 +70,14 @@ def test_operator_uses_exactly_the_operator_calls() -> None:
     controller = "\n".join(p.read_text() for p in (OPERATOR / "controller").glob("*.py"))
     used = {m for m in _public_methods() if re.search(rf"\.{m}\(", controller)}
     assert used == set(OPERATOR_CALLS), "the operator's calls changed: update OPERATOR_CALLS"
+
+
+def test_runner_uses_exactly_the_runner_calls() -> None:
+    """The runner reads the workload through ClusterApi (the rollout gate) and nothing else."""
+    runner = "\n".join(p.read_text() for p in RUNNER_PY.glob("*.py"))
+    used = {m for m in _public_methods() if re.search(rf"\.{m}\(", runner)}
+    assert used == set(RUNNER_CALLS), "the runner's API calls changed: update RUNNER_CALLS"
+    assert all(g.verb in {"get", "list"} for g in set().union(*RUNNER_CALLS.values()))
 
 
 def test_kopf_watches_are_read_from_handlers() -> None:
@@ -258,7 +268,9 @@ def test_operator_and_runner_rules_name_each_verb_and_the_code_that_needs_it() -
             assert verbs, rule
             for verb in (v.strip() for v in verbs[1].split(",")):
                 assert re.search(rf"\b{verb}\b", comment), f"{verb!r} not explained: {comment}"
-            assert re.search(r"ClusterApi\.|kopf|handlers|runner/progress\.py", comment), comment
+            assert re.search(
+                r"ClusterApi\.|kopf|handlers|runner/progress\.py|runner/gate\.py", comment
+            ), comment
 
 
 @pytest.mark.parametrize("args", ALL_LAYOUTS.values(), ids=ALL_LAYOUTS.keys())

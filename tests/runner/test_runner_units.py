@@ -17,6 +17,7 @@ from datamigration.runner.errors import (
     LedgerConflict,
     LockTimeout,
     Paused,
+    RolloutRegressed,
     StepFailed,
     VerifyFailed,
     exit_code_for,
@@ -36,6 +37,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "CHECKSUM_MISMATCH": 5,
         "DATABASE_UNREACHABLE": 6,
         "STEP_FAILED": 7,
+        "ROLLOUT_REGRESSED": 8,
         "PAUSED": 75,
     }
 
@@ -49,6 +51,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
         (ChecksumMismatch("x"), 5),
         (DatabaseUnreachable("x"), 6),
         (StepFailed("x"), 7),
+        (RolloutRegressed("x"), 8),
         (Paused("x"), 75),
         (LedgerConflict("x"), 1),
         (RuntimeError("x"), 1),

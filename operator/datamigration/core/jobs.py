@@ -8,6 +8,7 @@ finds its Jobs again from the API alone. Pure: builds and reads dicts, talks to 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,13 +24,39 @@ LABEL_ATTEMPT = "datamigration.dev/attempt"
 
 RUNNER_CONTAINER = "runner"
 VERIFY_CONTAINER = "verify"
+GATE_CONTAINER = "rollout-gate"
 DATABASE_URL_ENV = "DATABASE_URL"
 PLAN_ENV = "DATAMIGRATION_PLAN"
 RUNNER_UID = 65532  # the distroless "nonroot" user; the image runs as it too
 
-# Exit codes of the runner that carry meaning for the operator (see docs/runner.md).
+# Exit codes of the runner that carry meaning for the operator (see docs/runner.md). Each is
+# final for its Job (FAILURE_POLICY_EXIT_CODES): running the same pod again cannot change it.
 EXIT_VERIFY_FAILED = 4
+EXIT_CHECKSUM_CHANGED = 5
+EXIT_ROLLOUT_REGRESSED = 8
 EXIT_PAUSED = 75
+FAILURE_POLICY_EXIT_CODES = (
+    EXIT_VERIFY_FAILED,
+    EXIT_CHECKSUM_CHANGED,
+    EXIT_ROLLOUT_REGRESSED,
+    EXIT_PAUSED,
+)
+
+# The API credentials of the runner's containers: what the ServiceAccount admission plugin mounts
+# for `automountServiceAccountToken: true`, but mounted only into the containers that run our
+# runner. The pod itself sets automount to false, so a `command` step's own container gets no
+# token unless the step asks for one (`command.automountServiceAccountToken: true`).
+API_TOKEN_VOLUME = "api-token"  # noqa: S105 - a volume name
+API_TOKEN_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"  # noqa: S105 - a path
+_API_TOKEN_SOURCES = [
+    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+    {
+        "downwardAPI": {
+            "items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]
+        }
+    },
+]
 
 JobOutcome = Literal["Running", "Succeeded", "Failed"]
 
@@ -85,17 +112,43 @@ def job_labels(owner: Owner, phase: str, attempt: int) -> dict[str, str]:
     }
 
 
-def runner_plan(owner: Owner, spec: MigrationSpec, phase: str) -> dict[str, Any]:
+def runner_plan(
+    owner: Owner, spec: MigrationSpec, phase: str, expected_image: str | None = None
+) -> dict[str, Any]:
     """The runner's input: the phase's runner steps, and where to report progress.
 
-    `command` steps are not the runner's: they run as the Job's main container.
+    `command` steps are not the runner's: they run as the Job's main container. A contract plan
+    also carries the rollout gate (`rolloutGate`), which the runner re-checks right before each
+    destructive step.
     """
-    return {
+    plan: dict[str, Any] = {
         "migration": f"{owner.namespace}/{owner.name}",
         "phase": phase,
         "steps": [dict(step) for step in spec.job_steps(phase).raw if "command" not in step],
         "allowChecksumChange": spec.runner.allow_checksum_change,
         "report": {"namespace": owner.namespace, "name": owner.name},
+    }
+    if phase == "contract":
+        plan["rolloutGate"] = rollout_gate(owner, spec, expected_image)
+    return plan
+
+
+def rollout_gate(
+    owner: Owner, spec: MigrationSpec, expected_image: str | None = None
+) -> dict[str, Any]:
+    """What the contract Job re-proves before a destructive step: the workload the operator
+    proved, its container, and the image every pod must run (`expected_image`, the one the
+    operator's proof used; by default the spec's `workload.image`). Null `expectedImage` (Observe
+    mode without an image, when the caller passes none) still requires every pod to belong to the
+    newest ReplicaSet and no old ReplicaSet to want replicas."""
+    return {
+        "workload": {
+            "kind": spec.workload.kind,
+            "namespace": owner.namespace,
+            "name": spec.workload.name,
+        },
+        "container": spec.workload.container,
+        "expectedImage": expected_image or spec.workload.image,
     }
 
 
@@ -109,15 +162,26 @@ _CONTAINER_SECURITY = {
 
 
 def build_job(
-    owner: Owner, spec: MigrationSpec, phase: str, attempt: int, settings: JobSettings
+    owner: Owner,
+    spec: MigrationSpec,
+    phase: str,
+    attempt: int,
+    settings: JobSettings,
+    *,
+    expected_image: str | None = None,
 ) -> dict[str, Any]:
-    """The Job manifest for one attempt of one database phase."""
+    """The Job manifest for one attempt of one database phase.
+
+    `expected_image` is the image the operator's rollout proof used (contract only; default
+    `spec.workload.image`): the contract Job proves it again before each destructive step.
+    """
     labels = job_labels(owner, phase, attempt)
     database_url = {
         "name": DATABASE_URL_ENV,
         "valueFrom": {"secretKeyRef": {"name": spec.database.name, "key": spec.database.key}},
     }
     steps = spec.job_steps(phase)
+    plan = json.dumps(runner_plan(owner, spec, phase, expected_image))
     runner = {
         "name": RUNNER_CONTAINER,
         "image": spec.runner.image or settings.runner_image,
@@ -125,12 +189,13 @@ def build_job(
         "args": ["run", "--lock-timeout", str(spec.runner.lock_timeout_seconds)],
         "env": [
             database_url,
-            {"name": PLAN_ENV, "value": json.dumps(runner_plan(owner, spec, phase))},
+            {"name": PLAN_ENV, "value": plan},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
         ],
     }
     init_containers: list[dict[str, Any]] = []
     command = steps.command_step
+    token_mounts = [RUNNER_CONTAINER]  # the containers that run datamigration-runner
     if command is None:
         container: dict[str, Any] = runner
     else:
@@ -146,20 +211,42 @@ def build_job(
                 *({"name": e["name"], "value": e["value"]} for e in command.get("env", [])),
             ],
         }
+        token_mounts = [VERIFY_CONTAINER, GATE_CONTAINER]
+        if command.get("automountServiceAccountToken") is True:  # the team's tool asked for it
+            token_mounts.append(RUNNER_CONTAINER)
         if len(steps.raw) > 1:  # contract's verify queries gate the team's own tool
             init_containers.append({**runner, "name": VERIFY_CONTAINER})
+        if phase == "contract":
+            # The runner cannot interpose between the statements of a team's tool: it proves the
+            # rollout once more as the last init container, right before the tool starts.
+            init_containers.append(
+                {
+                    "name": GATE_CONTAINER,
+                    "image": runner["image"],
+                    "command": ["datamigration-runner"],
+                    "args": ["gate"],
+                    "env": [
+                        {"name": PLAN_ENV, "value": plan},
+                        {"name": "PYTHONUNBUFFERED", "value": "1"},
+                    ],
+                }
+            )
     for c in (container, *init_containers):
+        mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108 - emptyDir
+        if c["name"] in token_mounts:
+            mounts.append({"name": API_TOKEN_VOLUME, "mountPath": API_TOKEN_PATH, "readOnly": True})
         c.update(
             {
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "securityContext": dict(_CONTAINER_SECURITY),
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
-                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108 - an emptyDir
+                "volumeMounts": mounts,
             }
         )
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": spec.runner.service_account_name or settings.runner_service_account,
+        "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUNNER_UID,
@@ -168,10 +255,20 @@ def build_job(
         },
         "containers": [container],
         **({"initContainers": init_containers} if init_containers else {}),
-        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+            {
+                "name": API_TOKEN_VOLUME,
+                "projected": {"defaultMode": 0o444, "sources": _API_TOKEN_SOURCES},
+            },
+        ],
     }
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.runner.backoff_limit,
+        # The containers that run the runner: the main one, or else the init containers.
+        "podFailurePolicy": pod_failure_policy(
+            [c["name"] for c in init_containers] if command is not None else [RUNNER_CONTAINER]
+        ),
         "template": {
             "metadata": {"labels": {**labels, **settings.extra_pod_labels}},
             "spec": pod_spec,
@@ -199,6 +296,35 @@ def build_job(
         },
         "spec": job_spec,
     }
+
+
+def pod_failure_policy(runner_containers: Sequence[str]) -> dict[str, Any]:
+    """Exit codes of the runner that no retry can change end the Job at once (`FailJob`): verify
+    failed, checksum changed, rollout regressed, paused. Only for the containers that run the
+    runner: a team's tool (a `command` step's container) may use these numbers for anything, so
+    its exit codes keep the Job's ordinary `backoffLimit`. A pod ended by a disruption (eviction,
+    preemption, node drain) is not counted against `backoffLimit`."""
+    rules: list[dict[str, Any]] = [
+        {
+            "action": "FailJob",
+            "onExitCodes": {
+                "containerName": name,
+                "operator": "In",
+                "values": sorted(FAILURE_POLICY_EXIT_CODES),
+            },
+        }
+        for name in runner_containers
+    ]
+    rules.append(
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    )
+    return {"rules": rules}
+
+
+#: The Job controller's message for a Job failed by a FailJob rule (pkg/controller/job):
+#: "Container <name> for pod <ns>/<pod> failed with exit code <N> matching FailJob rule at
+#: index <i>"
+_FAIL_JOB_MESSAGE = re.compile(r"failed with exit code (\d+) matching FailJob rule")
 
 
 def true_condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
@@ -242,6 +368,9 @@ def observe_job(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> Jo
     terminated.sort(key=lambda t: str(t.get("finishedAt", "")))
     last = terminated[-1] if terminated else None
     exit_code = int(last["exitCode"]) if last is not None and "exitCode" in last else None
+    if exit_code is None:  # the pod is gone; a Job failed by its podFailurePolicy still says
+        matched = _FAIL_JOB_MESSAGE.search(str(failed.get("message", "")))
+        exit_code = int(matched.group(1)) if matched else None
     tail = str(last.get("message", "")).strip() if last is not None else ""
     lines = [ln for ln in tail.splitlines() if ln.strip()]
     message = f"Job {name} failed: {failed.get('reason', 'Failed')}"

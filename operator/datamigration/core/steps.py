@@ -294,7 +294,11 @@ def _parse_verify(name: str, body: object, path: str) -> VerifyStep:
 
 
 def _parse_command(name: str, body: object, path: str) -> CommandStep:
-    fields = _mapping(body, path, {"image", "command", "args", "env"})
+    fields = _mapping(
+        body, path, {"image", "command", "args", "env", "automountServiceAccountToken"}
+    )
+    if not isinstance(fields.get("automountServiceAccountToken", False), bool):
+        raise SpecError(f"{path}.automountServiceAccountToken", "must be true or false")
     command = _string_list(fields.get("command"), f"{path}.command")
     if not command:
         raise SpecError(f"{path}.command", "must be a non-empty list of strings")

@@ -22,6 +22,7 @@ class ExitCode(IntEnum):
     CHECKSUM_MISMATCH = 5
     DATABASE_UNREACHABLE = 6
     STEP_FAILED = 7
+    ROLLOUT_REGRESSED = 8
     PAUSED = 75
 
 
@@ -78,6 +79,12 @@ class LedgerConflict(RunnerError):
     """The ledger row changed under us: someone else runs this migration without the lock."""
 
     exit_code = ExitCode.UNEXPECTED
+
+
+class RolloutRegressed(RunnerError):
+    """Right before a destructive contract step, the rollout proof no longer held (old pods)."""
+
+    exit_code = ExitCode.ROLLOUT_REGRESSED
 
 
 class Paused(RunnerError):

@@ -4,6 +4,9 @@ This is the entry point of every phase Job. It reads the plan, connects, takes t
 lock, makes sure the ledger exists, runs the steps (`phase.run_phase`), and exits with a code
 from `errors.ExitCode`. The last log line always says how the run ended, in one sentence:
 `done: ...`, `PAUSED exit=75: ...` or `FAILED exit=N: ...`. docs/runner.md is the manual.
+
+`datamigration-runner gate` only proves the contract's rollout again (runner/gate.py), with no
+database: the last init container of a contract Job whose step is a team's own tool.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from datamigration import __version__
-from datamigration.runner import logs
+from datamigration.runner import gate, logs
 from datamigration.runner.dberrors import describe, is_disconnect
 from datamigration.runner.engine import make_engine
 from datamigration.runner.errors import (
@@ -57,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "command",
         nargs="?",
-        choices=["run"],
+        choices=["run", "gate"],
         default="run",
-        help="what to do: run the plan's steps (the default and only command)",
+        help="what to do: run the plan's steps (the default), or only prove the plan's "
+        "rolloutGate again (before a contract command step)",
     )
     parser.add_argument(
         "--plan",
@@ -97,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure(scrubber)
     try:
         plan = read_plan(args.plan, os.environ)
+        if args.command == "gate":
+            return _gate_only(plan)
         raw_url = os.environ.get(args.database_url_env, "")
         if not raw_url.strip():
             raise InvalidInput(f"no database URL: ${args.database_url_env} is empty or unset")
@@ -165,9 +171,25 @@ def _run(
         with migration_lock(engine, plan.migration, lock_timeout, on_wait=waiting):
             log.info("lock acquired for migration %s", plan.migration)
             ensure_ledger(engine)
-            return run_phase(engine, plan, reporter, scrubber)
+            return run_phase(
+                engine,
+                plan,
+                reporter,
+                scrubber,
+                before_destructive=gate.before_destructive(plan.rollout_gate),
+            )
     finally:
         reporter.close()
+
+
+def _gate_only(plan: Plan) -> int:
+    """`datamigration-runner gate`: prove the rollout, run nothing (raises RolloutRegressed)."""
+    check = gate.before_destructive(plan.rollout_gate)
+    if check is None:
+        raise InvalidInput("the plan has no rolloutGate: there is no rollout to prove")
+    check()
+    log.info("done: rollout of %s proven again; the contract command may start", plan.migration)
+    return int(ExitCode.OK)
 
 
 def _check_connection(engine: Engine) -> None:

@@ -36,7 +36,11 @@ class PhaseResult:
 
 
 def run_phase(
-    engine: Engine, plan: Plan, reporter: Reporter, scrub: Callable[[str], str]
+    engine: Engine,
+    plan: Plan,
+    reporter: Reporter,
+    scrub: Callable[[str], str],
+    before_destructive: Callable[[], None] | None = None,
 ) -> PhaseResult:
     with engine.begin() as conn:
         entries = ledger.read_phase(conn, plan.migration, plan.phase)
@@ -53,9 +57,13 @@ def run_phase(
             log.info("%s: skipped, applied earlier (%s)", ctx.label, _when(previous))
             skipped += 1
         elif isinstance(step, SqlStep):
+            if before_destructive is not None:  # the contract's rollout gate (runner/gate.py)
+                before_destructive()
             run_sql_step(ctx, step, previous)
             applied += 1
         elif isinstance(step, BackfillStep):
+            if before_destructive is not None:
+                before_destructive()
             final = run_backfill_step(ctx, step, previous)
             applied += 1
         else:  # command steps are refused by the plan parser; this is a safety net

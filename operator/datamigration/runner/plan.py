@@ -22,7 +22,9 @@ from datamigration.core.steps import STEP_PHASES, CommandStep, Step, parse_steps
 from datamigration.runner.errors import InvalidInput
 
 PLAN_ENV = "DATAMIGRATION_PLAN"
-KNOWN_FIELDS = frozenset({"migration", "phase", "steps", "allowChecksumChange", "report"})
+KNOWN_FIELDS = frozenset(
+    {"migration", "phase", "steps", "allowChecksumChange", "report", "rolloutGate"}
+)
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -39,6 +41,18 @@ class ReportTarget:
 
 
 @dataclass(frozen=True)
+class RolloutGate:
+    """The rollout the operator proved before creating a contract Job; runner/gate.py proves it
+    again before each destructive step. `expected_image` None: no image named (Observe mode)."""
+
+    kind: str
+    namespace: str
+    name: str
+    container: str
+    expected_image: str | None
+
+
+@dataclass(frozen=True)
 class Plan:
     """One phase of one migration, validated."""
 
@@ -47,6 +61,7 @@ class Plan:
     steps: tuple[Step, ...]
     allow_checksum_change: bool = False
     report: ReportTarget | None = None
+    rollout_gate: RolloutGate | None = None
 
 
 def read_plan(plan_file: str | None, environ: Mapping[str, str]) -> Plan:
@@ -127,6 +142,33 @@ def _parse(document: object) -> Plan:
         steps=tuple(steps),
         allow_checksum_change=allow,
         report=target,
+        rollout_gate=_rollout_gate(document.get("rolloutGate")),
+    )
+
+
+def _rollout_gate(raw: object) -> RolloutGate | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("workload"), Mapping):
+        raise SpecError("plan.rolloutGate", "must be an object with workload and container")
+    workload = raw["workload"]
+    if workload.get("kind") != "Deployment":
+        raise SpecError("plan.rolloutGate.workload.kind", "must be Deployment")
+    if not _is_label(workload.get("namespace")):
+        raise SpecError("plan.rolloutGate.workload.namespace", "must be a namespace name")
+    if not _is_subdomain(workload.get("name")):
+        raise SpecError("plan.rolloutGate.workload.name", "must be a Deployment name")
+    if not _is_label(raw.get("container")):
+        raise SpecError("plan.rolloutGate.container", "must be a container name")
+    image = raw.get("expectedImage")
+    if image is not None and not (isinstance(image, str) and image.strip()):
+        raise SpecError("plan.rolloutGate.expectedImage", "must be an image reference or null")
+    return RolloutGate(
+        kind="Deployment",
+        namespace=str(workload["namespace"]),
+        name=str(workload["name"]),
+        container=str(raw["container"]),
+        expected_image=image,
     )
 
 
