@@ -105,6 +105,18 @@ def _pg_general_body(sync: Sync) -> str:
     down_values = ", ".join(f"({expr})" for _, expr in sync.down)
     down_targets = ", ".join(f"NEW.{q(col)}" for col, _ in sync.down)
     row = "FROM (SELECT NEW.*) AS dm_row"
+    complete = ""
+    if len(news) > 1:
+        # A row from before the trigger (no new value yet) where new code wrote only some of
+        # the new columns: derive the others from the old shape first, so `down` sees them all.
+        never_synced = " AND ".join(f"OLD.{n} IS NULL" for n in news)
+        fills = "".join(
+            f"      IF NEW.{q(col)} IS NOT DISTINCT FROM OLD.{q(col)} THEN\n"
+            f"        SELECT ({expr}) INTO NEW.{q(col)} {row};\n"
+            "      END IF;\n"
+            for col, expr in sync.up
+        )
+        complete = f"    IF TG_OP = 'UPDATE' AND {never_synced} THEN\n{fills}    END IF;\n"
     return (
         "DECLARE\n"
         "  dm_new_written boolean;\n"
@@ -120,6 +132,7 @@ def _pg_general_body(sync: Sync) -> str:
         "  IF dm_new_written THEN\n"
         "    -- New code (or the backfill) wrote the new shape; the new shape wins. Derive the\n"
         "    -- old one (down) unless it already corresponds (the backfill's rows stop here).\n"
+        f"{complete}"
         f"    IF NOT (SELECT {consistent_new('postgresql', sync)} {row}) THEN\n"
         f"      SELECT {down_values} INTO {down_targets} {row};\n"
         "    END IF;\n"
@@ -213,9 +226,23 @@ def _sqlite_install(sync: Sync) -> list[str]:
             f"UPDATE OF {', '.join(news)}",
             sync.table,
             f"({new_changed})",
-            down_unless_consistent,
+            _complete_first(sync, by_key) + down_unless_consistent,
         ),
     ]
+
+
+def _complete_first(sync: Sync, by_key: str) -> str:
+    """SQLite: before `down`, a row from before the triggers where new code wrote only some of
+    several new columns gets the others from `up` (as the PostgreSQL function does)."""
+    if len(sync.new) < 2:
+        return ""
+    table = q(bare_table(sync.table))
+    sets = ", ".join(
+        f"{q(col)} = CASE WHEN NEW.{q(col)} IS OLD.{q(col)} THEN ({expr}) ELSE {q(col)} END"
+        for col, expr in sync.up
+    )
+    never_synced = " AND ".join(f"OLD.{q(col)} IS NULL" for col in sync.new_columns)
+    return f"UPDATE {table} SET {sets} WHERE {by_key} AND {never_synced}{_SQLITE_BODY_END}  "
 
 
 def install(dialect: Dialect, sync: Sync) -> list[str]:
