@@ -1,6 +1,7 @@
 """examples/05-rename-with-sync and 06-change-column-type, as written, through the runner on a
 real PostgreSQL: setup.sql, the phases the operator would run (parsed from the example's
-manifest), an old-code writer inserting and updating between the phases, then check.sql.
+manifest), an old-code writer inserting and updating between the phases and a new-code insert
+after the backfill, then check.sql.
 
 (The e2e test tests/e2e/test_examples.py applies every example on the local cluster too; this one
 needs no cluster and adds the writer of the old version.)
@@ -29,6 +30,19 @@ OLD_CODE = {
     ),
 }
 
+# What new code writes after the backfill (the new column only): the old column is NOT NULL, so
+# the insert succeeds only because the trigger derives it (down) before the constraint check.
+NEW_CODE = {
+    "05-rename-with-sync": (
+        "INSERT INTO users (email_address) VALUES ('new' || :n || '@example.com')",
+        "SELECT count(*) FROM users WHERE email_address LIKE 'new%@example.com'",
+    ),
+    "06-change-column-type": (
+        "INSERT INTO orders (id, total_cents) VALUES (200000 + :n, 1234)",
+        "SELECT count(*) FROM orders WHERE id > 200000 AND total_cents = 1234",
+    ),
+}
+
 
 @pytest.mark.parametrize("example", sorted(OLD_CODE))
 def test_example_runs_with_an_old_code_writer(example: str, pg_url: str, run: Runner) -> None:
@@ -49,6 +63,8 @@ def test_example_runs_with_an_old_code_writer(example: str, pg_url: str, run: Ru
             if phase != "contract":
                 db.execute(insert, n=n)
                 db.execute(update, n=n)
+            if phase == "backfill":
+                db.execute(NEW_CODE[example][0], n=n)
         # check.sql counts the original rows; the rows old code inserted must have come through
         assert db.scalar((directory / "check.sql").read_text()) is True
         if example == "05-rename-with-sync":
@@ -56,5 +72,6 @@ def test_example_runs_with_an_old_code_writer(example: str, pg_url: str, run: Ru
         else:
             late = "SELECT count(*) FROM orders WHERE id > 100000 AND total_cents = 250"
         assert db.scalar(late) == 3
+        assert db.scalar(NEW_CODE[example][1]) == 1
     finally:
         db.close()
