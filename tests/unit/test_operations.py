@@ -943,3 +943,28 @@ def test_plan_shows_the_generated_sql_per_phase_and_the_undo() -> None:
     assert text.index('ALTER TABLE "users" DROP COLUMN IF EXISTS "email_address";') > rollback
     # The phase overview counts the generated steps too.
     assert "1. expand (Job rename-email-expand-<attempt>-<uid5>)" in text
+
+
+def test_add_nullable_column_with_up_fills_old_code_inserts_and_checks_nothing_else() -> None:
+    planned = plan_operations(
+        [{"addColumn": {"table": "users", "column": "domain", "type": "text", "up": "lower(x)"}}],
+        "sqlite",
+    )
+    (_, fill) = planned.expand
+    assert isinstance(fill, SqlStep)
+    assert fill.sql.startswith(
+        'CREATE TRIGGER "dm_fill_users_domain" AFTER INSERT ON "users"\n'
+        '  FOR EACH ROW WHEN NEW."domain" IS NULL\n'
+        'BEGIN\n  UPDATE "users" SET "domain" = (lower(x)) WHERE "id" = NEW."id"'
+    )
+    assert planned.verify == ()  # `up` may legitimately give NULL for a nullable column
+    assert sql_of(planned.contract) == [
+        ("add-users-domain-finish", 'DROP TRIGGER IF EXISTS "dm_fill_users_domain"')
+    ]
+    assert sql_of(planned.undo) == [
+        (
+            "undo-add-users-domain",
+            'DROP TRIGGER IF EXISTS "dm_fill_users_domain";\n'
+            'ALTER TABLE "users" DROP COLUMN "domain"',
+        )
+    ]

@@ -104,7 +104,8 @@ def _add_column(op: AddColumn, dialect: Dialect) -> Contribution:
             f"ALTER TABLE {table} ADD CONSTRAINT {q(check)} CHECK ({column} IS NOT NULL) NOT VALID"
         )
     out.expand.append(_sql(step_name(*base, "column"), *statements))
-    undo = [f"ALTER TABLE {table} DROP COLUMN IF EXISTS {column}"]
+    exists = "" if dialect == "sqlite" else "IF EXISTS "  # SQLite has no DROP COLUMN IF EXISTS
+    undo = [f"ALTER TABLE {table} DROP COLUMN {exists}{column}"]
     if op.up is not None:
         fill = triggers.install_fill(dialect, op.table, op.key, op.column, op.up)
         out.expand.append(_sql(step_name(*base, "fill-trigger"), *fill))
@@ -118,7 +119,9 @@ def _add_column(op: AddColumn, dialect: Dialect) -> Contribution:
                 batch_size=op.batch_size,
             )
         )
-        out.verify.append(_count_zero(step_name(*base, "filled"), op.table, f"{column} IS NULL"))
+        if op.not_null:  # a nullable column may keep NULL where `up` gives NULL
+            where = f"{column} IS NULL"
+            out.verify.append(_count_zero(step_name(*base, "filled"), op.table, where))
         removal = triggers.remove_fill(dialect, op.table, op.column)
         if staged_not_null:
             out.contract.append(
@@ -134,8 +137,6 @@ def _add_column(op: AddColumn, dialect: Dialect) -> Contribution:
             ]
         out.contract.append(_sql(step_name(*base, "finish"), *removal))
         undo = [*triggers.remove_fill(dialect, op.table, op.column), *undo]
-    if dialect == "sqlite":
-        undo = [u.replace(" DROP COLUMN IF EXISTS ", " DROP COLUMN ") for u in undo]
     out.undo.append(_sql(step_name("undo", *base), *undo))
     return out
 
