@@ -232,7 +232,8 @@ CASES: list[tuple[str, dict[str, Any], dict[str, list[tuple[str, str]]]]] = [
                 ),
                 (
                     "rename-users-email-drop-old",
-                    'DROP TRIGGER IF EXISTS "dm_sync_users_email_email_address" ON "users";\n'
+                    'DROP TRIGGER IF EXISTS "dm_sync_users_email_email_address_ins" ON "users";\n'
+                    'DROP TRIGGER IF EXISTS "dm_sync_users_email_email_address_upd" ON "users";\n'
                     'DROP FUNCTION IF EXISTS "dm_sync_users_email_email_address"();\n'
                     'ALTER TABLE "users" DROP COLUMN "email"',
                 ),
@@ -240,7 +241,8 @@ CASES: list[tuple[str, dict[str, Any], dict[str, list[tuple[str, str]]]]] = [
             "undo": [
                 (
                     "undo-rename-users-email",
-                    'DROP TRIGGER IF EXISTS "dm_sync_users_email_email_address" ON "users";\n'
+                    'DROP TRIGGER IF EXISTS "dm_sync_users_email_email_address_ins" ON "users";\n'
+                    'DROP TRIGGER IF EXISTS "dm_sync_users_email_email_address_upd" ON "users";\n'
                     'DROP FUNCTION IF EXISTS "dm_sync_users_email_email_address"();\n'
                     'ALTER TABLE "users" DROP COLUMN IF EXISTS "email_address"',
                 )
@@ -518,16 +520,26 @@ def test_postgresql_rename_trigger_decides_by_which_column_changed() -> None:
     assert isinstance(sync, SqlStep) and sync.transactional
     sql = sync.sql
     assert 'CREATE FUNCTION "dm_sync_users_email_email_address"() RETURNS trigger' in sql
-    # One BEFORE row trigger, only when the two columns disagree (the backfill never calls it).
-    assert 'BEFORE INSERT OR UPDATE OF "email", "email_address" ON "users"' in sql
-    assert 'WHEN (NEW."email" IS DISTINCT FROM NEW."email_address")' in sql
-    # UPDATE: the new column unchanged means old code wrote -> up; otherwise new code -> down.
+    # Called only when the two columns disagree after the write (the backfill never calls it);
+    # BEFORE INSERT assigns NEW; AFTER UPDATE (no BEFORE UPDATE: no row lock per backfilled row).
+    when = 'FOR EACH ROW WHEN (NEW."email" IS DISTINCT FROM NEW."email_address")'
     assert (
-        """(TG_OP = 'UPDATE' AND NEW."email_address" IS NOT DISTINCT FROM OLD."email_address")"""
-        in sql
+        'CREATE TRIGGER "dm_sync_users_email_email_address_ins" BEFORE INSERT ON "users"\n'
+        f"  {when}" in sql
     )
+    assert (
+        'CREATE TRIGGER "dm_sync_users_email_email_address_upd" AFTER UPDATE OF "email", '
+        f'"email_address" ON "users"\n  {when}' in sql
+    )
+    assert "BEFORE UPDATE" not in sql and "BEFORE INSERT OR UPDATE" not in sql
+    # INSERT: the new column unset means old code -> up; otherwise new code (it wins) -> down.
+    assert 'IF NEW."email_address" IS NULL THEN' in sql
     assert 'NEW."email_address" := NEW."email";' in sql
     assert 'NEW."email" := NEW."email_address";' in sql
+    # UPDATE: the new column unchanged means old code -> up; otherwise new code -> down.
+    assert 'IF NEW."email_address" IS NOT DISTINCT FROM OLD."email_address" THEN' in sql
+    assert 'UPDATE "users" SET "email_address" = "email" WHERE "id" = NEW."id";' in sql
+    assert 'UPDATE "users" SET "email" = "email_address" WHERE "id" = NEW."id";' in sql
 
 
 def test_postgresql_general_trigger_evaluates_expressions_over_the_row() -> None:
@@ -938,7 +950,7 @@ def test_plan_shows_the_generated_sql_per_phase_and_the_undo() -> None:
     rollback = text.index("    rollback (the undo, on abort before contract):")
     assert expand < backfill < contract < rollback
     assert text.index('ALTER TABLE "users" ADD COLUMN "email_address" text;') < backfill
-    assert text.index('CREATE TRIGGER "dm_sync_users_email_email_address"') < backfill
+    assert text.index('CREATE TRIGGER "dm_sync_users_email_email_address_upd"') < backfill
     assert text.index('ALTER TABLE "users" DROP COLUMN "email";') > contract
     assert text.index('ALTER TABLE "users" DROP COLUMN IF EXISTS "email_address";') > rollback
     # The phase overview counts the generated steps too.

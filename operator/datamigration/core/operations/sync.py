@@ -13,12 +13,14 @@ triggers carry each write to the other shape, on INSERT and UPDATE, in both dire
   (`new = up(old)`), nothing is touched, which is also what makes the backfill's own updates
   cheap.
 
-PostgreSQL: one plpgsql function and one BEFORE INSERT OR UPDATE OF <columns> row trigger that
-assigns to NEW, so there is no second write and no recursion. For a plain rename the function
-copies NEW fields directly and the trigger has `WHEN (NEW.old IS DISTINCT FROM NEW.new)`: the
-backfill (which sets new = old) and any write that leaves both equal never even call it. User
-expressions are evaluated over the row with `SELECT <expr> FROM (SELECT NEW.*) AS dm_row`, so
-they use the table's column names as written.
+PostgreSQL, a rename: one plpgsql function, a BEFORE INSERT trigger that assigns to NEW and an
+AFTER UPDATE OF <both columns> trigger that updates the row by its key, both only
+`WHEN (NEW.old IS DISTINCT FROM NEW.new)`: the backfill (which sets new = old) and any write that
+leaves both equal never call the function, and never pay the row lock a BEFORE UPDATE trigger
+costs on every updated row. The AFTER trigger's own UPDATE leaves the columns equal, so its WHEN
+ends the recursion. Other reshapes (expressions): one BEFORE INSERT OR UPDATE OF <columns> row
+trigger that assigns to NEW (no second write); expressions are evaluated over the row with
+`SELECT <expr> FROM (SELECT NEW.*) AS dm_row`, so they use the table's column names as written.
 
 SQLite (no BEFORE assignment to NEW): four AFTER triggers (insert/update x old/new side) that
 UPDATE the row by its key, each with a WHEN guard on what changed and a WHERE that skips rows
@@ -77,19 +79,27 @@ def consistent_old(dialect: Dialect, sync: Sync, prefix: str = "") -> str:
 def _pg_copy_body(sync: Sync) -> str:
     (old,) = sync.old
     ((new, _),) = sync.new
-    o, n = q(old), q(new)
+    o, n, key = q(old), q(new), q(sync.key)
+    table = qt(sync.table)
     return (
         "BEGIN\n"
-        f"  -- Called only when NEW.{o} and NEW.{n} differ (see the trigger's WHEN).\n"
-        f"  -- Old code wrote {o} and not {n}: copy it forward (up).\n"
-        f"  IF (TG_OP = 'INSERT' AND NEW.{n} IS NULL)\n"
-        f"     OR (TG_OP = 'UPDATE' AND NEW.{n} IS NOT DISTINCT FROM OLD.{n}) THEN\n"
-        f"    NEW.{n} := NEW.{o};\n"
-        f"  -- New code wrote {n} (maybe {o} too; {n} wins): copy it back (down).\n"
-        "  ELSE\n"
-        f"    NEW.{o} := NEW.{n};\n"
+        f"  -- Called only when {o} and {n} differ after the write (see the triggers' WHEN).\n"
+        "  IF TG_OP = 'INSERT' THEN  -- BEFORE INSERT\n"
+        f"    IF NEW.{n} IS NULL THEN  -- old code inserted {o} only: copy it forward (up)\n"
+        f"      NEW.{n} := NEW.{o};\n"
+        f"    ELSE  -- new code inserted {n} (maybe {o} too; {n} wins): copy it back (down)\n"
+        f"      NEW.{o} := NEW.{n};\n"
+        "    END IF;\n"
+        "    RETURN NEW;\n"
         "  END IF;\n"
-        "  RETURN NEW;\n"
+        "  -- AFTER UPDATE: the row is already this transaction's; the UPDATE below leaves the\n"
+        "  -- two columns equal, so the trigger's WHEN stops any recursion.\n"
+        f"  IF NEW.{n} IS NOT DISTINCT FROM OLD.{n} THEN  -- old code wrote {o} only (up)\n"
+        f"    UPDATE {table} SET {n} = {o} WHERE {key} = NEW.{key};\n"
+        f"  ELSE  -- new code wrote {n} (maybe {o} too; {n} wins): copy it back (down)\n"
+        f"    UPDATE {table} SET {o} = {n} WHERE {key} = NEW.{key};\n"
+        "  END IF;\n"
+        "  RETURN NULL;\n"
         "END"
     )
 
@@ -145,18 +155,44 @@ def _pg_general_body(sync: Sync) -> str:
     )
 
 
+def _pg_copy_triggers(sync: Sync) -> list[str]:
+    """A rename's triggers: BEFORE INSERT (assigns NEW) and AFTER UPDATE (updates the row).
+
+    Not BEFORE UPDATE: PostgreSQL locks (and WAL-logs the lock of) every row an UPDATE touches
+    when the table has any BEFORE UPDATE row trigger, before it even evaluates WHEN, so the
+    backfill would pay that on every row. An AFTER UPDATE trigger whose WHEN is false (the
+    backfill's rows: it sets new = old) costs nothing but the evaluation of WHEN.
+    """
+    name = object_name(sync)
+    function = _function(sync.table, name)
+    o, n = q(sync.old[0]), q(sync.new[0][0])
+    when = f"WHEN (NEW.{o} IS DISTINCT FROM NEW.{n})"
+    insert, update = _pg_copy_trigger_names(sync)
+    return [
+        f"CREATE TRIGGER {q(insert)} BEFORE INSERT ON {qt(sync.table)}\n"
+        f"  FOR EACH ROW {when} EXECUTE FUNCTION {function}()",
+        f"CREATE TRIGGER {q(update)} AFTER UPDATE OF {o}, {n} ON {qt(sync.table)}\n"
+        f"  FOR EACH ROW {when} EXECUTE FUNCTION {function}()",
+    ]
+
+
+def _pg_copy_trigger_names(sync: Sync) -> tuple[str, str]:
+    base = object_name(sync)
+    return short_name(base, "ins"), short_name(base, "upd")
+
+
 def _pg_install(sync: Sync) -> list[str]:
     name = object_name(sync)
     function = _function(sync.table, name)
     body = _pg_copy_body(sync) if sync.copy else _pg_general_body(sync)
-    columns = ", ".join(q(c) for c in (*sync.old, *sync.new_columns))
-    when = ""
+    create = f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $dm$\n{body}\n$dm$"
     if sync.copy:
-        when = f"\n  WHEN (NEW.{q(sync.old[0])} IS DISTINCT FROM NEW.{q(sync.new[0][0])})"
+        return [create, *_pg_copy_triggers(sync)]
+    columns = ", ".join(q(c) for c in (*sync.old, *sync.new_columns))
     return [
-        f"CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $dm$\n{body}\n$dm$",
+        create,
         f"CREATE TRIGGER {q(name)} BEFORE INSERT OR UPDATE OF {columns} ON {qt(sync.table)}\n"
-        f"  FOR EACH ROW{when} EXECUTE FUNCTION {function}()",
+        f"  FOR EACH ROW EXECUTE FUNCTION {function}()",
     ]
 
 
@@ -254,6 +290,12 @@ def remove(dialect: Dialect, sync: Sync) -> list[str]:
     """The statements that drop them (contract and undo, with the columns, in one step)."""
     if dialect == "sqlite":
         return [f"DROP TRIGGER IF EXISTS {q(name)}" for name in _sqlite_names(sync)]
+    if sync.copy:
+        triggers = [
+            f"DROP TRIGGER IF EXISTS {q(t)} ON {qt(sync.table)}"
+            for t in _pg_copy_trigger_names(sync)
+        ]
+        return [*triggers, f"DROP FUNCTION IF EXISTS {_function(sync.table, object_name(sync))}()"]
     return _pg_remove(sync.table, object_name(sync))
 
 
