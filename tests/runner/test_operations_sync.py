@@ -22,9 +22,12 @@ from runner_support import Database, Runner, make_plan
 from sqlalchemy import inspect, text
 
 from datamigration.core.operations import Planned, plan_operations, raw_step
-from datamigration.core.steps import Step
+from datamigration.core.steps import BackfillStep, Step
 
 ROWS = 300
+RENAME_USERS = {
+    "renameColumn": {"table": "users", "from": "email", "to": "email_address", "type": "text"}
+}
 
 
 def dialect_of(url: str) -> str:
@@ -336,3 +339,43 @@ def test_undo_after_expand_and_backfill_leaves_the_catalog_as_before(
     run_phase(run, db_url, "contract", planned.undo, migration="shop/users-rollback")
 
     assert catalog(db) == before
+
+
+def test_rename_backfill_updates_never_call_the_trigger_function(pg_url: str, run: Runner) -> None:
+    """The cost of the sync trigger for the backfill: its WHEN is false for every backfilled row
+    (the backfill makes both columns equal), so the function is never called. Counted with
+    PostgreSQL's per-transaction function statistics; an old-code write in the same transaction
+    is counted, so the zero is not an artefact."""
+    db = Database(pg_url)
+    try:
+        db.script(
+            "CREATE TABLE users (id integer PRIMARY KEY, email text)",
+            "INSERT INTO users SELECT i, 'u' || i FROM generate_series(1, 500) i",
+        )
+        planned = plan_operations([RENAME_USERS])
+        run_phase(run, pg_url, "expand", planned.expand)
+        (backfill,) = planned.backfill
+        assert isinstance(backfill, BackfillStep)
+        ((column, value),) = backfill.set
+        function = "'dm_sync_users_email_email_address'::regproc"
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL track_functions = 'pl'")
+            # what the runner's batches run: SET <set> WHERE <key range> AND (<where>)
+            conn.exec_driver_sql(
+                f'UPDATE users SET "{column}" = ({value}) WHERE id > 0 AND id <= 500 '
+                f"AND ({backfill.where})"
+            )
+            calls = f"SELECT coalesce(pg_stat_get_xact_function_calls({function}), 0)"
+            assert conn.exec_driver_sql(calls).scalar() == 0
+            assert (
+                conn.exec_driver_sql(
+                    "SELECT count(*) FROM users WHERE email_address IS NULL"
+                ).scalar()
+                == 0
+            )
+            conn.exec_driver_sql("UPDATE users SET email = 'changed' WHERE id = 7")  # old code
+            assert conn.exec_driver_sql(calls).scalar() == 1
+            row = conn.exec_driver_sql("SELECT email_address FROM users WHERE id = 7").scalar()
+            assert row == "changed"
+    finally:
+        db.close()
