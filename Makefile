@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # The local-cluster harness (hack/localcluster) is test infrastructure, not part of the package.
 export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv test test-unit lint demo cluster-up cluster-down cluster-bins bench bench-backfill bench-operator bench-lint clean
+.PHONY: help venv test test-unit lint demo cluster-up cluster-down cluster-bins bench bench-backfill bench-sync bench-operator bench-lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,10 +47,13 @@ lint: venv  ## ruff, mypy --strict, import-linter layering contracts
 demo: venv cluster-bins  ## local cluster + PostgreSQL + operator + sample app + rename migration, to Succeeded
 	$(PY) hack/demo.py
 
-bench: bench-backfill bench-operator bench-lint  ## every benchmark
+bench: bench-backfill bench-sync bench-operator bench-lint  ## every benchmark
 
 bench-backfill: venv  ## runner backfill vs one UPDATE on 1M rows (JSON line last)
 	$(PY) bench/backfill.py
+
+bench-sync: venv  ## renameColumn backfill with its sync trigger vs one UPDATE on 1M rows (JSON line last)
+	$(PY) bench/sync.py
 
 bench-operator: venv cluster-bins  ## operator reaction latency and memory (JSON line last)
 	$(PY) bench/operator_reaction.py

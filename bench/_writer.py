@@ -1,9 +1,10 @@
 """A paced concurrent writer for bench/backfill.py: what the application feels during a backfill.
 
 Runs as its own process with its own connection (autocommit, like a web request): single-row
-`UPDATE items SET payload = ... WHERE id = <random>` at a fixed rate. Latency is measured from
-when each write was *due*, not when it was sent, so a write stuck behind a lock also delays the
-writes scheduled after it and they all count (no coordinated omission).
+`UPDATE items SET payload = ... WHERE id = <random>` at a fixed rate (`--column old_col`: the
+column old application code writes during a rename, a new value each time, for bench/sync.py).
+Latency is measured from when each write was *due*, not when it was sent, so a write stuck behind
+a lock also delays the writes scheduled after it and they all count (no coordinated omission).
 
 Protocol: prints `ready` once connected; runs until its stdin closes; then prints one JSON line:
 `{"writes": [[due_unix_seconds, latency_ms], ...]}`.
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--dsn", required=True, help="libpq connection string or postgresql:// URL")
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--column", choices=["payload", "old_col"], default="payload")
     args = parser.parse_args()
 
     stop = threading.Event()
@@ -45,8 +47,9 @@ def main() -> None:
                 if stop.is_set():
                     break
             row = random.randint(1, args.rows)
+            value = payload if args.column == "payload" else f"{payload}{index}"
             conn.execute(
-                "UPDATE items SET payload = %s WHERE id = %s", (payload, row), prepare=True
+                f"UPDATE items SET {args.column} = %s WHERE id = %s", (value, row), prepare=True
             )
             latency_ms = (time.perf_counter() - due) * 1000
             writes.append((start_wall + (due - start_perf), latency_ms))

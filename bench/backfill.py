@@ -28,11 +28,9 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,38 +39,16 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hack"))
 
+from _harness import (  # noqa: E402
+    Window,
+    Writer,
+    background_go_build,
+    ledger_step,
+    libpq,
+    start_runner,
+    within,
+)
 from localcluster.postgres import PostgresServer  # noqa: E402
-
-RUNNER = Path(sys.executable).parent / "datamigration-runner"
-WRITER = Path(__file__).resolve().parent / "_writer.py"
-
-
-@dataclass
-class Window:
-    """A measured operation: its rows, its wall-clock span, and the writer's latencies in it."""
-
-    rows: int
-    start: float
-    end: float
-    latencies_ms: list[float]
-
-    @property
-    def rows_per_s(self) -> float:
-        return self.rows / (self.end - self.start)
-
-    def percentile(self, fraction: float) -> float:
-        if not self.latencies_ms:
-            return 0.0
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-    @property
-    def max_ms(self) -> float:
-        return max(self.latencies_ms, default=0.0)
-
-
-def libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def rebuild(dsn: str, rows: int, *, hits: bool = False) -> None:
@@ -91,33 +67,6 @@ def rebuild(dsn: str, rows: int, *, hits: bool = False) -> None:
         )
         conn.execute("VACUUM ANALYZE items")
         conn.execute("CHECKPOINT")
-
-
-class Writer:
-    """The paced writer process; `stop()` returns its (due time, latency ms) pairs."""
-
-    def __init__(self, dsn: str, rows: int) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, str(WRITER), "--dsn", dsn, "--rows", str(rows), "--rate", "200"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        if self.process.stdout.readline().strip() != "ready":
-            raise RuntimeError("the writer did not start")
-
-    def stop(self) -> list[tuple[float, float]]:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.close()
-        output = self.process.stdout.read()
-        self.process.wait(timeout=60)
-        writes: list[tuple[float, float]] = json.loads(output)["writes"]
-        return writes
-
-
-def within(writes: list[tuple[float, float]], start: float, end: float) -> list[float]:
-    return [latency for due, latency in writes if start <= due <= end]
 
 
 def single_update(dsn: str, rows: int) -> Window:
@@ -141,39 +90,6 @@ def plan_file(directory: Path, name: str, assignments: dict[str, str]) -> Path:
     path = directory / f"{name}.json"
     path.write_text(json.dumps(plan), encoding="utf-8")
     return path
-
-
-def start_runner(url: str, plan: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as sink:
-        return subprocess.Popen(
-            [str(RUNNER), "--plan", str(plan)],
-            env={**os.environ, "DATABASE_URL": url},
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def ledger_step(dsn: str, migration: str) -> dict[str, Any] | None:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT to_regclass('datamigration_ledger') IS NOT NULL").fetchone()
-        if not exists or not exists[0]:
-            return None
-        row = conn.execute(
-            "SELECT state, rows_done, extract(epoch FROM started_at), "
-            "extract(epoch FROM finished_at), checkpoint "
-            "FROM datamigration_ledger WHERE migration = %s AND step = 'copy'",
-            (migration,),
-        ).fetchone()
-    if row is None:
-        return None
-    state, rows_done, started, finished, checkpoint = row
-    return {
-        "state": state,
-        "rows_done": int(rows_done),
-        "started": float(started) if started is not None else None,
-        "finished": float(finished) if finished is not None else None,
-        "checkpoint": json.loads(checkpoint) if checkpoint else None,
-    }
 
 
 def runner_backfill(url: str, dsn: str, rows: int, workdir: Path, run: int) -> tuple[Window, Any]:
@@ -241,18 +157,6 @@ def resume(url: str, dsn: str, rows: int, workdir: Path) -> dict[str, Any]:
         "rows_wrong": wrong,
         "resume_correct": total_hits == rows and not_once == 0 and wrong == 0 and killed_at > 0,
     }
-
-
-def background_go_build() -> bool:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if cmdline and cmdline[0].endswith(b"go") and b"build" in cmdline[1:3]:
-                return True
-    return False
 
 
 def main() -> None:

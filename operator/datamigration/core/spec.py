@@ -13,6 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from datamigration.core.errors import SpecError
+from datamigration.core.operations import (
+    Planned,
+    check_hand_written,
+    parse_dialect,
+    plan_operations,
+    raw_steps,
+)
 from datamigration.core.steps import Step, parse_steps
 
 JOB_PHASES: tuple[str, ...] = ("expand", "backfill", "contract")
@@ -88,20 +95,42 @@ class MigrationSpec:
     contract: Contract
     paused: bool = False
     abort: bool = False
+    operations: Planned = field(default_factory=Planned)  # spec.operations, planned
+    rollback: PhaseSteps = field(default_factory=PhaseSteps)  # spec.rollback.steps
 
     def job_steps(self, phase: str) -> PhaseSteps:
-        """What the phase's Job runs. Contract runs its verify queries first, in the same Job,
-        so nothing can change between the check and the destructive step."""
+        """What the phase's Job runs: the steps spec.operations generates, then the
+        hand-written ones. Contract runs its verify queries first (generated, then written), in
+        the same Job, so nothing can change between the check and the destructive step."""
+        ops = self.operations
         if phase == "expand":
-            return self.expand
+            return _joined(_generated(ops.expand), self.expand)
         if phase == "backfill":
-            return self.backfill
+            return _joined(_generated(ops.backfill), self.backfill)
         if phase == "contract":
-            return PhaseSteps(
-                steps=self.contract.verify.steps + self.contract.steps.steps,
-                raw=self.contract.verify.raw + self.contract.steps.raw,
+            return _joined(
+                _generated(ops.verify),
+                self.contract.verify,
+                _generated(ops.contract),
+                self.contract.steps,
             )
         raise ValueError(f"{phase} is not a database phase")
+
+    def rollback_steps(self) -> PhaseSteps:
+        """What a rollback Job runs on abort before contract: the hand-written
+        `spec.rollback.steps` (they undo the hand-written expand, which ran last), then the
+        undo of `spec.operations` (reverse order)."""
+        return _joined(self.rollback, _generated(self.operations.undo))
+
+
+def _generated(steps: tuple[Step, ...]) -> PhaseSteps:
+    return PhaseSteps(steps=steps, raw=raw_steps(steps))
+
+
+def _joined(*parts: PhaseSteps) -> PhaseSteps:
+    return PhaseSteps(
+        steps=tuple(s for p in parts for s in p.steps), raw=tuple(r for p in parts for r in p.raw)
+    )
 
 
 def _obj(raw: Any, path: str, *, required: bool = True) -> Mapping[str, Any]:
@@ -236,9 +265,26 @@ def parse_spec(raw: Any) -> MigrationSpec:
     )
     expand = _phase_steps(spec.get("expand"), "spec.expand")
     backfill = _phase_steps(spec.get("backfill"), "spec.backfill")
-    if not (expand.steps or backfill.steps or contract.steps.steps):
-        raise SpecError("spec", "at least one of expand, backfill, contract must have steps")
-    if contract.steps.steps and contract.approval == "Automatic" and not contract.verify.steps:
+    planned = plan_operations(spec.get("operations"), parse_dialect(database))
+    rollback = _phase_steps(spec.get("rollback"), "spec.rollback")
+    for path, phase_steps in (
+        ("spec.expand.steps", expand),
+        ("spec.backfill.steps", backfill),
+        ("spec.contract.verify", contract.verify),
+        ("spec.contract.steps", contract.steps),
+        ("spec.rollback.steps", rollback),
+    ):
+        check_hand_written(planned, path, phase_steps.steps)
+    if not (expand.steps or backfill.steps or contract.steps.steps or planned.operations):
+        raise SpecError(
+            "spec", "at least one of operations, expand, backfill, contract must have steps"
+        )
+    destructive = contract.steps.steps or planned.contract
+    if (
+        destructive
+        and contract.approval == "Automatic"
+        and not (contract.verify.steps or planned.verify)
+    ):
         raise SpecError(
             "spec.contract",
             "a destructive contract needs a gate besides the rollout: set approval: Manual "
@@ -254,4 +300,6 @@ def parse_spec(raw: Any) -> MigrationSpec:
         contract=contract,
         paused=_bool(spec, "paused", "spec"),
         abort=_bool(spec, "abort", "spec"),
+        operations=planned,
+        rollback=rollback,
     )

@@ -186,12 +186,26 @@ def _check_allow(step: Step, path: str) -> tuple[frozenset[str], list[str]]:
 
 
 def step_paths(spec: MigrationSpec, phase: str) -> list[str]:
-    """The field of each step `spec.job_steps(phase)` returns, in the same order."""
+    """The field of each step `spec.job_steps(phase)` returns, in the same order: a generated
+    step is named by the operation it comes from (`spec.operations[i].<kind>`)."""
+    origin = dict(spec.operations.origin)
+
+    def generated(steps: Sequence[Step]) -> list[str]:
+        return [origin.get(step.name, "spec.operations") for step in steps]
+
+    def written(field: str, count: int) -> list[str]:
+        return [f"{field}[{i}]" for i in range(count)]
+
+    ops = spec.operations
     if phase == "contract":
-        verify = [f"spec.contract.verify[{i}]" for i in range(len(spec.contract.verify.steps))]
-        steps = [f"spec.contract.steps[{i}]" for i in range(len(spec.contract.steps.steps))]
-        return verify + steps
-    return [f"spec.{phase}.steps[{i}]" for i in range(len(spec.job_steps(phase).steps))]
+        return (
+            generated(ops.verify)
+            + written("spec.contract.verify", len(spec.contract.verify.steps))
+            + generated(ops.contract)
+            + written("spec.contract.steps", len(spec.contract.steps.steps))
+        )
+    own = spec.expand if phase == "expand" else spec.backfill
+    return generated(ops.phase(phase)) + written(f"spec.{phase}.steps", len(own.steps))
 
 
 def lint_spec(spec: MigrationSpec, *, migration: str = "", source: str = "") -> list[Finding]:
