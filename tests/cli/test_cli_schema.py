@@ -237,7 +237,45 @@ def full_manifest() -> dict[str, Any]:
     spec["abort"] = False
     for phase in ("expand", "backfill", "contract"):
         spec[phase]["steps"] = copy.deepcopy(steps)
+    spec["rollback"] = {"steps": copy.deepcopy(steps)}
+    spec["database"]["dialect"] = "postgresql"
+    spec["operations"] = full_operations()
     return doc
+
+
+def full_operations() -> list[dict[str, Any]]:
+    """One operation of each kind, with every field it has."""
+    batch = {"key": "id", "batchSize": 1000}
+    col = {"table": "public.t", "column": "c"}
+    return [
+        {"addColumn": {**col, "type": "text", "default": "'x'", "notNull": True, "up": "b"}
+         | batch},
+        {"renameColumn": {"table": "t", "from": "a", "to": "b", "type": "text"} | batch},
+        {"changeColumnType": {**col, "to": "c2", "type": "bigint", "up": "c::bigint",
+                              "down": "c2::int"} | batch},
+        {"splitColumn": {**col, "into": [{"column": "c1", "type": "text", "up": "c"},
+                                  {"column": "c2", "type": "text", "up": "c"}],
+                         "down": "c1 || c2"} | batch},
+        {"mergeColumns": {"table": "t", "columns": ["a", "b"],
+                          "into": {"column": "ab", "type": "text", "up": "a || b"},
+                          "down": {"a": "ab", "b": "ab"}} | batch},
+        {"setNotNull": {**col, "fill": "'x'"} | batch},
+        {"addCheck": {"table": "t", "name": "c_positive", "check": "c > 0"}},
+        {"addForeignKey": {"table": "t", "name": "t_u_fk", "columns": ["u"],
+                           "references": {"table": "u", "columns": ["id"]},
+                           "onDelete": "CASCADE"}},
+        {"addUnique": {"table": "t", "name": "t_c_key", "columns": ["c"]}},
+        {"addIndex": {"table": "t", "name": "t_c_idx", "columns": ["c"], "unique": False,
+                      "method": "btree", "where": "c IS NOT NULL"}},
+        {"dropIndex": {"name": "t_old_idx"}},
+        {"dropColumn": col},
+        {"dropTable": {"table": "old_t"}},
+        {"copyField": {**col, "from": "f", "to": "g"} | batch},
+        {"renameField": {**col, "from": "f", "to": "g"} | batch},
+        {"deleteField": {**col, "field": "f"} | batch},
+        {"upcast": {**col, "versionField": "v", "initialVersion": 1,
+                    "transforms": [{"to": 2, "expression": "c"}]} | batch},
+    ]  # fmt: skip
 
 
 BOUNDS = ("maxLength", "maxItems", "maxProperties", "maximum", "minimum", "minLength",
