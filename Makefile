@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)  ## create .venv with the project and its test tools
 
 cluster-bins:  ## build (or reuse from the cache) etcd, the Kubernetes servers, kwok, kubectl, helm
-	@hack/build-cluster-bins.sh >/dev/null
+	@bin=$$(hack/build-cluster-bins.sh) && echo "cluster binaries: $$bin"
 
 cluster-up: venv cluster-bins  ## start the local cluster; kubeconfig in .local-cluster/kubeconfig
 	$(PY) -m localcluster up
