@@ -102,7 +102,7 @@ def test_a_waiting_build_names_the_lock_holder_and_since_when(tmp_path: Path) ->
         while time.monotonic() < deadline and not any("still waiting" in ln for ln in lines):
             lines.append(waiter.stderr.readline())
         fcntl.flock(lock, fcntl.LOCK_UN)
-    out, err = waiter.communicate(timeout=120)
+    _, err = waiter.communicate(timeout=120)
     assert waiter.returncode == 0, err
     assert f"another build holds the lock; waiting for it. Holder: {owner}" in lines[0]
     assert "now: step 5/7 kube-apiserver" in lines[0]
