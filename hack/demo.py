@@ -141,7 +141,7 @@ def main() -> int:
             if phase == "AwaitingApproval":
                 say(f"approving the contract: kubectl datamigration approve -n {ns} {name}")
                 cli(["-n", ns, "approve", name])
-                phase = watch(kube, ns, name, args.timeout)
+                phase = watch(kube, ns, name, args.timeout, stop_at_approval=False)
             show_table(engine)
             cli(["-n", ns, "status", name])
         finally:
@@ -192,7 +192,9 @@ def _absent(kube: KubeClient, ns: str, name: str) -> bool:
     return False
 
 
-def watch(kube: KubeClient, ns: str, name: str, timeout: float) -> str:
+def watch(
+    kube: KubeClient, ns: str, name: str, timeout: float, *, stop_at_approval: bool = True
+) -> str:
     """Print a line whenever the phase or progress changes, like `kubectl get dm -w`, until the
     migration ends or waits for approval; returns that phase."""
     print(f"  {'ELAPSED':>8}  {'PHASE':<17} {'PROGRESS':<45} MESSAGE")
@@ -208,7 +210,7 @@ def watch(kube: KubeClient, ns: str, name: str, timeout: float) -> str:
                 flush=True,
             )
             last = line
-        if phase in TERMINAL or phase == "AwaitingApproval":
+        if phase in TERMINAL or (stop_at_approval and phase == "AwaitingApproval"):
             return phase
         time.sleep(0.25)  # a display refresh rate, not synchronisation
     return phase or "TimedOut"
