@@ -37,9 +37,10 @@ def use_it_blocks() -> dict[str, list[str]]:
     text = README.read_text()
     section = text.split("\n## Use it\n", 1)[1].split("\n## ", 1)[0]
     blocks: dict[str, list[str]] = {}
-    for match in re.finditer(r"(?P<intro>[^\n]+)\n\n```sh\n(?P<body>.*?)```", section, re.S):
+    for match in re.finditer(r"```sh\n(?P<body>.*?)```", section, re.S):
+        intro = section[: match.start()].rstrip().rsplit("\n\n", 1)[-1].strip()
         lines = [ln for ln in match["body"].splitlines() if ln.strip() and not ln.startswith("#")]
-        blocks[match["intro"]] = lines
+        blocks[intro] = lines
     return blocks
 
 
