@@ -36,16 +36,18 @@ began=$SECONDS
 # "1m05s" from a number of seconds.
 human() { if [ "$1" -ge 60 ]; then printf '%dm%02ds' $(($1 / 60)) $(($1 % 60)); else printf '%ds' "$1"; fi; }
 
-# Typical cold durations, measured on the project's 2-core machine with empty Go caches (the
-# three Kubernetes servers share most packages: the first one pays for them).
+# Typical cold durations on the project's 2-core machine with empty Go caches, from a measured
+# cold build (2026-12-01, machine shared with other work: kubectl+helm 1m, kwok 1m40s, etcd 30s
+# after kwok, the three Kubernetes servers 6m30s together; 3m15s together on an idle machine).
+# The servers share most packages, so the first one built pays for them.
 typical() {
   case "$1" in
-    kubectl|helm) echo "10s (a PyPI wheel)" ;;
-    kwok) echo "1m" ;;
-    etcd) echo "1m15s" ;;
-    kube-apiserver) echo "2m30s" ;;
-    kube-controller-manager) echo "40s" ;;
-    kube-scheduler) echo "20s" ;;
+    kubectl|helm) echo "30s, a PyPI wheel" ;;
+    kwok) echo "1m40s" ;;
+    etcd) echo "30s" ;;
+    kube-apiserver) echo "2m30s-5m" ;;
+    kube-controller-manager) echo "30s-1m" ;;
+    kube-scheduler) echo "20s-40s" ;;
   esac
 }
 steps_total=7
