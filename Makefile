@@ -10,10 +10,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # The local-cluster harness (hack/localcluster) is test infrastructure, not part of the package.
 export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv test test-unit lint demo cluster-up cluster-down cluster-bins bench bench-backfill bench-sync bench-operator bench-lint clean
+.PHONY: help venv test test-unit lint demo cluster-up cluster-down cluster-bins env bench bench-backfill bench-sync bench-operator bench-lint clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,13 +24,19 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)  ## create .venv with the project and its test tools
 
 cluster-bins:  ## build (or reuse from the cache) etcd, the Kubernetes servers, kwok, kubectl, helm
-	@hack/build-cluster-bins.sh >/dev/null
+	@bin=$$(hack/build-cluster-bins.sh) && echo "cluster binaries: $$bin"
 
 cluster-up: venv cluster-bins  ## start the local cluster; kubeconfig in .local-cluster/kubeconfig
 	$(PY) -m localcluster up
 
 cluster-down: venv  ## stop every process the local cluster started
 	$(PY) -m localcluster down
+
+env: venv  ## print the line that puts the local cluster's kubectl, helm, plugin and kubeconfig in a shell
+	@$(PY) -m localcluster env
+
+example-%: venv cluster-up  ## e.g. make example-01: PostgreSQL with the example's tables, Secret shop-db, Deployment shop-api
+	$(PY) hack/example.py $*
 
 test: venv cluster-bins  ## all tests: unit, PostgreSQL and end-to-end on the local cluster
 	$(PY) -m pytest

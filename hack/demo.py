@@ -3,10 +3,13 @@
 Brings up the local cluster and a throwaway PostgreSQL, starts the operator, deploys the
 example application (3 replicas of shop-api 1.0) with 5,000 users, applies
 examples/01-rename-column, and shows the migration moving through expand, backfill,
-code-rollout and contract to Succeeded; then the table as it ends up.
+code-rollout, the approval of the contract (`kubectl datamigration approve`, as a person would)
+and contract to Succeeded; then the table as it ends up.
 
-The cluster stays up afterwards (`kubectl get dm -n demo` works; `make cluster-down` stops it);
-the operator and PostgreSQL stop with the demo.
+The cluster stays up afterwards (`make cluster-down` stops it) with the CRD and the runner's
+ClusterRole installed so that the README's `helm install` adopts them; the operator and PostgreSQL
+stop with the demo, and the demo's namespace is deleted (`--keep-namespace` keeps it), so a rerun
+or the README's "Use it" starts from a clean cluster.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--namespace", default="demo")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--keep-namespace", action="store_true", help="do not delete it at the end")
     args = parser.parse_args()
     ns, started = args.namespace, time.monotonic()
 
@@ -134,21 +138,50 @@ def main() -> int:
             )
             kube.server_side_apply(migration_path(ns, name), migration, field_manager="demo")
             phase = watch(kube, ns, name, args.timeout)
+            if phase == "AwaitingApproval":
+                say(f"approving the contract: kubectl datamigration approve -n {ns} {name}")
+                cli(["-n", ns, "approve", name])
+                phase = watch(kube, ns, name, args.timeout, stop_at_approval=False)
+            show_table(engine)
+            cli(["-n", ns, "status", name])
         finally:
             operator.stop()
-        show_table(engine)
-        engine.dispose()
+            engine.dispose()
+            if not args.keep_namespace:
+                delete_namespace(kube, ns)
 
-    from datamigration.cli.main import main as cli
-
-    cli(["-n", ns, "status", name])
     elapsed = time.monotonic() - started
     say(
-        f"demo finished: {name} {phase} in {elapsed:.0f}s total "
-        f"(cluster still up: KUBECONFIG={handle.kubeconfig} kubectl get dm -n {ns}; "
-        "stop it with make cluster-down)"
+        f"demo finished: {name} {phase} in {elapsed:.0f}s total. The cluster is still up; "
+        f'use it as the README\'s "Use it" says ({local_cluster.env_lines()}); '
+        "stop it with make cluster-down"
     )
     return 0 if phase == "Succeeded" else 1
+
+
+def cli(argv: list[str]) -> int:
+    """`kubectl datamigration ...`, in this process."""
+    from datamigration.cli.main import main as cli_main
+
+    return cli_main(argv)
+
+
+def delete_namespace(kube: KubeClient, ns: str) -> None:
+    say(f"deleting namespace {ns} (--keep-namespace keeps it)")
+    try:
+        kube.delete(f"/api/v1/namespaces/{ns}")
+    except KubeError as exc:
+        if not exc.not_found:
+            raise
+    wait_for(f"namespace {ns} to be deleted", lambda: _ns_absent(kube, ns), timeout=120)
+
+
+def _ns_absent(kube: KubeClient, ns: str) -> bool:
+    try:
+        kube.get(f"/api/v1/namespaces/{ns}")
+    except KubeError as exc:
+        return exc.not_found
+    return False
 
 
 def _absent(kube: KubeClient, ns: str, name: str) -> bool:
@@ -159,8 +192,11 @@ def _absent(kube: KubeClient, ns: str, name: str) -> bool:
     return False
 
 
-def watch(kube: KubeClient, ns: str, name: str, timeout: float) -> str:
-    """Print a line whenever the phase or progress changes, like `kubectl get dm -w`."""
+def watch(
+    kube: KubeClient, ns: str, name: str, timeout: float, *, stop_at_approval: bool = True
+) -> str:
+    """Print a line whenever the phase or progress changes, like `kubectl get dm -w`, until the
+    migration ends or waits for approval; returns that phase."""
     print(f"  {'ELAPSED':>8}  {'PHASE':<17} {'PROGRESS':<45} MESSAGE")
     start, last, phase = time.monotonic(), ("", ""), ""
     while time.monotonic() - start < timeout:
@@ -174,7 +210,7 @@ def watch(kube: KubeClient, ns: str, name: str, timeout: float) -> str:
                 flush=True,
             )
             last = line
-        if phase in TERMINAL:
+        if phase in TERMINAL or (stop_at_approval and phase == "AwaitingApproval"):
             return phase
         time.sleep(0.25)  # a display refresh rate, not synchronisation
     return phase or "TimedOut"

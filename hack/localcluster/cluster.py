@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import shutil
+import sysconfig
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from localcluster import controlplane as cp
-from localcluster import nodes, paths, pki, processes
+from localcluster import nodes, paths, pki, postgres, processes
 from localcluster.api import Api, ApiError
 from localcluster.kubeconfig import write_cert_kubeconfig
 from localcluster.waiting import WaitError, log_tail, wait_for
@@ -116,9 +117,11 @@ def ensure_up(*, timeout: float = 240.0) -> Cluster:
     with _locked(state):
         data = _read_state(state)
         if data is not None and _is_up(state):
+            link_tools(state, Path(data["bin_dir"]))
             return _handle(state, data)
         _stop_all(state)
         bin_dir = paths.bin_dir()
+        link_tools(state, bin_dir)
         for attempt in (1, 2):
             try:
                 return _start(state, bin_dir, timeout)
@@ -130,13 +133,39 @@ def ensure_up(*, timeout: float = 240.0) -> Cluster:
         raise AssertionError("unreachable")
 
 
+def link_tools(state: paths.StatePaths, bin_dir: Path) -> None:
+    """`<state>/bin`: kubectl and helm from `bin_dir` and the `kubectl-datamigration` plugin of the
+    Python environment running this, as symlinks, so that one PATH entry gives a user all three
+    (`export PATH="$PWD/.local-cluster/bin:$PATH"`). Idempotent; a stale link is replaced."""
+    state.tools.mkdir(parents=True, exist_ok=True)
+    targets = {
+        "kubectl": bin_dir / "kubectl",
+        "helm": bin_dir / "helm",
+        "kubectl-datamigration": Path(sysconfig.get_path("scripts")) / "kubectl-datamigration",
+    }
+    for name, target in targets.items():
+        link = state.tools / name
+        if link.is_symlink() and link.readlink() == target:
+            continue
+        link.unlink(missing_ok=True)
+        link.symlink_to(target)
+
+
+def env_lines(state: paths.StatePaths | None = None) -> str:
+    """The shell lines that give a user the cluster's kubectl, helm, plugin and kubeconfig."""
+    state = state or paths.state_paths()
+    return f'export PATH="{state.tools}:$PATH" KUBECONFIG="{state.kubeconfig}"'
+
+
 def down() -> None:
-    """Stop every process of the cluster; raises `ClusterError` if any survives."""
+    """Stop every process of the cluster (and the PostgreSQL `make example-NN` keeps running);
+    raises `ClusterError` if any survives."""
     state = paths.state_paths()
     if not state.root.exists():
         return
     with _locked(state):
         _stop_all(state)
+        postgres.stop_persistent(state.postgres)
 
 
 def restart_executor(*, kill: bool = False) -> None:

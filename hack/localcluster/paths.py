@@ -79,6 +79,17 @@ class StatePaths:
         return self.root / "kubeconfig"
 
     @property
+    def tools(self) -> Path:
+        """`bin/`: links to the kubectl and helm the project builds and to the
+        `kubectl-datamigration` plugin, for a user's PATH (see `cluster.link_tools`)."""
+        return self.root / "bin"
+
+    @property
+    def postgres(self) -> Path:
+        """The PostgreSQL kept running for `make example-NN` (stopped by `down`)."""
+        return self.root / "postgres"
+
+    @property
     def state_file(self) -> Path:
         return self.root / "cluster.json"
 

@@ -16,6 +16,7 @@ import pytest
 from fixtures import rename_migration, setup_shop
 from support import Kube, eventually
 
+from localcluster import chart
 from localcluster.chart import CHART
 from localcluster.kubeconfig import write_token_kubeconfig
 from localcluster.operatorproc import OperatorProcess
@@ -123,3 +124,5 @@ def test_chart_install_runs_a_migration(  # noqa: PLR0917 - pytest fixtures
     finally:
         helm(cluster, "uninstall", release, "-n", system)
         kube.delete_namespace(system)
+        # Hand the kept CRD back to the README's release, as the session installed it.
+        chart.install_prerequisites(kube.client, Path(cluster.bin_dir), field_manager="e2e")

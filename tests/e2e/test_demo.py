@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from support import REPO
 
+from datamigration.k8s.client import KubeClient, KubeError
+
 pytestmark = [pytest.mark.e2e, pytest.mark.pg]
 
 
@@ -27,7 +29,14 @@ def test_demo_runs_the_rename_to_succeeded(cluster: Any) -> None:
     assert result.returncode == 0, out[-3000:] + result.stderr[-3000:]
     # The watch table's rows: "  <elapsed>s  <PHASE>  <PROGRESS>  <MESSAGE>".
     phases = re.findall(r"^\s+[\d.]+s\s+(\w+)", out, flags=re.MULTILINE)
-    for phase in ("Expanding", "Backfilling", "Contracting", "Succeeded"):
+    for phase in ("Expanding", "Backfilling", "AwaitingApproval", "Contracting", "Succeeded"):
         assert phase in phases, out
+    # The contract waited for a person, and the demo approved it the way the README says.
+    assert phases.index("AwaitingApproval") < phases.index("Contracting"), out
+    assert 'datamigration "rename-email" approved (spec.contract.approved: true)' in out
     assert "columns: id, email_address" in out
     assert "rename-email Succeeded" in out
+    # It removes what it created, so a rerun (or the README's "Use it") starts clean.
+    with pytest.raises(KubeError) as gone:
+        KubeClient().get("/api/v1/namespaces/demo-e2e")
+    assert gone.value.not_found

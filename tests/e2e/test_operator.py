@@ -121,7 +121,12 @@ def test_rollout_that_never_becomes_ready_stops_before_contract(
     failed = wait_phase(kube, namespace, "Failed", timeout=120)
     assert condition(failed, "Stalled")["reason"] == "RolloutFailed"
     assert "progress deadline" in failed["status"]["message"]
-    assert "RolloutFailed" in kube.events(namespace, "rename-email")
+    # The operator posts its Events after the status patch that made the phase Failed.
+    eventually(
+        lambda: "RolloutFailed" in kube.events(namespace, "rename-email"),
+        timeout=30,
+        what="the RolloutFailed Event",
+    )
     assert contract_jobs(kube, namespace) == []
     assert "email" in shop.columns(), "the old column must survive"
 

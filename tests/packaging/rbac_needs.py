@@ -36,7 +36,7 @@ OPERATOR_CALLS: dict[str, set[Grant]] = {
     ),
 }
 #: ClusterApi methods only the CLI calls, with the user's own credentials.
-CLI_ONLY = {"list_migrations", "patch_migration", "list_events"}
+CLI_ONLY = {"list_migrations", "patch_migration", "list_events", "watch_migration", "watch_events"}
 #: ClusterApi methods that make no API call.
 NO_CALL = {"from_kubeconfig"}
 RUNNER_PY = OPERATOR / "runner"

@@ -7,7 +7,7 @@ selects, terminating ones included, runs the newest ReplicaSet and the expected 
 from __future__ import annotations
 
 import pytest
-from factories import Cluster, pod
+from factories import Cluster, pod, replicaset
 
 from datamigration.core.rollout import evaluate_rollout, owning_deployment
 
@@ -90,3 +90,129 @@ def test_counts_are_reported() -> None:
 def test_owning_deployment(owner: str, labels: dict[str, str], expected: str | None) -> None:
     p = {"metadata": {"labels": labels, "ownerReferences": [{"kind": "ReplicaSet", "name": owner}]}}
     assert owning_deployment(p) == expected
+
+
+# -- the counts at every stage of one rollout ----------------------------------------------------
+# shop-api, 3 replicas, maxSurge 1, maxUnavailable 0, from ReplicaSet aaa (1.0) to bbb (2.0), as
+# the Deployment and ReplicaSet controllers move it. `old_pods` counts every pod not of bbb,
+# terminating ones included, at every stage; the newest ReplicaSet's hash is known as soon as
+# that ReplicaSet exists.
+
+
+def stage(
+    *,
+    observed: bool,
+    rs: list[tuple[str, int, int]],
+    pods: list[tuple[str, bool]],
+    updated: int,
+    available: int,
+    replicas: int,
+) -> Cluster:
+    """`rs`: (hash, revision, spec.replicas); `pods`: (hash, terminating)."""
+    c = Cluster()
+    c.generation, c.revision, c.template_image = 2, 2 if observed else 1, "shop-api:2.0"
+    image = {"aaa": "shop-api:1.0", "bbb": "shop-api:2.0"}
+    c.rs = [replicaset(h, rev, n, image[h]) for h, rev, n in rs]
+    c.pods = [pod(h, image[h], i, terminating=t) for i, (h, t) in enumerate(pods)]
+    c.status.update(
+        observedGeneration=2 if observed else 1,
+        updatedReplicas=updated,
+        availableReplicas=available,
+        replicas=replicas,
+    )
+    return c
+
+
+OLD3 = [("aaa", False)] * 3
+STAGES = [
+    pytest.param(
+        stage(observed=False, rs=[("aaa", 1, 3)], pods=OLD3, updated=3, available=3, replicas=3),
+        3,
+        0,
+        "",
+        "spec update to be observed",
+        id="0-template-changed-not-observed",
+    ),
+    pytest.param(
+        stage(
+            observed=True,
+            rs=[("aaa", 1, 3), ("bbb", 2, 1)],
+            pods=[*OLD3, ("bbb", False)],
+            updated=1,
+            available=3,
+            replicas=4,
+        ),
+        3,
+        0,
+        "bbb",
+        "1 of 3 new replicas have been updated",
+        id="1-surge-pod-created",
+    ),
+    pytest.param(
+        stage(
+            observed=True,
+            rs=[("aaa", 1, 2), ("bbb", 2, 1)],
+            pods=[("aaa", False), ("aaa", False), ("aaa", True), ("bbb", False)],
+            updated=1,
+            available=3,
+            replicas=3,
+        ),
+        3,
+        1,
+        "bbb",
+        "1 of 3 new replicas have been updated",
+        id="2-first-old-pod-terminating",
+    ),
+    pytest.param(
+        stage(
+            observed=True,
+            rs=[("aaa", 1, 0), ("bbb", 2, 3)],
+            pods=[("aaa", True), ("bbb", False), ("bbb", False), ("bbb", False)],
+            updated=3,
+            available=3,
+            replicas=3,
+        ),
+        1,
+        1,
+        "bbb",
+        "1 pod(s) of an older ReplicaSet still exist (1 terminating)",
+        id="3-last-old-pod-terminating",
+    ),
+    pytest.param(
+        stage(
+            observed=True,
+            rs=[("aaa", 1, 0), ("bbb", 2, 3)],
+            pods=[("bbb", False)] * 3,
+            updated=3,
+            available=3,
+            replicas=3,
+        ),
+        0,
+        0,
+        "bbb",
+        "all 3 pods run ReplicaSet bbb",
+        id="4-complete",
+    ),
+]
+
+
+@pytest.mark.parametrize(("cluster", "old", "terminating", "hash_", "message"), STAGES)
+def test_old_pods_are_counted_at_every_stage(
+    cluster: Cluster, old: int, terminating: int, hash_: str, message: str
+) -> None:
+    v = verdict(cluster)
+    assert (v.old_pods, v.terminating_pods, v.pod_template_hash) == (old, terminating, hash_)
+    assert message in v.message
+    assert v.complete == (old == 0)
+
+
+def test_newest_replicaset_is_found_by_template_before_the_revision_moves() -> None:
+    """A rollback to 1.0: the template matches ReplicaSet aaa again before the controller has
+    observed it; then bbb's pods are the old ones."""
+    c = Cluster().rolled_out("shop-api:2.0")
+    c.generation += 1
+    c.template_image = "shop-api:1.0"
+    v = evaluate_rollout(
+        c.deployment(), c.rs, c.pods, container="api", expected_image="shop-api:1.0"
+    )
+    assert (v.pod_template_hash, v.old_pods, v.state) == ("aaa", 3, "InProgress")

@@ -156,6 +156,17 @@ def status(
     `clear` redraws in place (a terminal); otherwise a screen is printed only when the object
     or its Events changed, so a log stays readable.
     """
+    from datamigration.cli.watch import WatchApi, follow_status, screen_writer
+
+    if watch and isinstance(api, WatchApi):  # the real API: follow API watches, no polling
+        return follow_status(
+            api,
+            namespace,
+            name,
+            draw=screen_writer(out, clear=clear, now=now, clear_screen=CLEAR_SCREEN),
+            fetch=lambda: fetch(api, namespace, name),
+            events=lambda: _events(api, namespace, name),
+        )
     last_key: tuple[object, ...] | None = None
     while True:
         obj = fetch(api, namespace, name)

@@ -322,10 +322,22 @@ def event_time(event: JSON) -> str:
 
 
 def recent_events(events: Sequence[JSON], uid: str | None, limit: int = MAX_EVENTS) -> list[JSON]:
-    """This object's Events (a same-named predecessor's are dropped by uid), oldest first."""
+    """This object's Events (a same-named predecessor's are dropped by uid), oldest first.
+
+    Event times have one-second resolution and the API lists Events by name (random suffixes),
+    so Events of the same second are ordered by their resourceVersion: the order the API server
+    stored them, which is the order they were posted (RolloutStarted before RolloutProven)."""
     mine = [e for e in events if not uid or _get(e, "involvedObject", "uid") in (None, "", uid)]
-    mine.sort(key=lambda e: parse_time(event_time(e)) or datetime.min.replace(tzinfo=UTC))
+    mine.sort(key=_event_order)
     return mine[-limit:] if limit > 0 else []
+
+
+def _event_order(event: JSON) -> tuple[datetime, int]:
+    version = str(_get(event, "metadata", "resourceVersion") or "")
+    return (
+        parse_time(event_time(event)) or datetime.min.replace(tzinfo=UTC),
+        int(version) if version.isdigit() else 0,
+    )
 
 
 def render_events(events: Sequence[JSON], now: datetime) -> list[str]:

@@ -72,6 +72,56 @@ def _owned_by(obj: Obj, uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences", []))
 
 
+def _without_hash(template: Obj) -> dict[str, Any]:
+    """A pod template minus the `pod-template-hash` label the ReplicaSet controller adds (and
+    minus a `labels`/`metadata` left empty by that)."""
+    result = dict(template)
+    meta = dict(result.get("metadata") or {})
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k != POD_TEMPLATE_HASH}
+    if labels:
+        meta["labels"] = labels
+    else:
+        meta.pop("labels", None)
+    if meta:
+        result["metadata"] = meta
+    else:
+        result.pop("metadata", None)
+    return result
+
+
+def newest_replicaset(deployment: Obj, replicasets: Sequence[Obj]) -> Obj | None:
+    """The Deployment's ReplicaSet for its current pod template, or None before the controller
+    created it.
+
+    As the Deployment controller finds it: the owned ReplicaSet whose template equals the
+    Deployment's, ignoring `pod-template-hash`. That holds at every stage, including before the
+    controller observed a template change (the revision annotation still names the previous
+    ReplicaSet then). Failing a template match, the one carrying the Deployment's revision.
+    """
+    meta = deployment.get("metadata", {})
+    uid = meta.get("uid", "")
+    owned = [rs for rs in replicasets if _owned_by(rs, uid)]
+    template = _without_hash(deployment.get("spec", {}).get("template", {}) or {})
+    for rs in owned:
+        if _without_hash(rs.get("spec", {}).get("template", {}) or {}) == template:
+            return rs
+    revision = str(meta.get("annotations", {}).get(REVISION_ANNOTATION, ""))
+    if int(meta.get("generation", 0)) > int(
+        deployment.get("status", {}).get("observedGeneration", 0)
+    ):
+        return None  # the revision annotation still names the previous template's ReplicaSet
+    for rs in owned:
+        if str(rs.get("metadata", {}).get("annotations", {}).get(REVISION_ANNOTATION)) == revision:
+            return rs
+    return None
+
+
+def _hash_of(rs: Obj | None) -> str:
+    if rs is None:
+        return ""
+    return str(rs.get("metadata", {}).get("labels", {}).get(POD_TEMPLATE_HASH, ""))
+
+
 def evaluate_rollout(
     deployment: Obj,
     replicasets: Sequence[Obj],
@@ -80,7 +130,13 @@ def evaluate_rollout(
     container: str,
     expected_image: str | None,
 ) -> RolloutVerdict:
-    """Decide whether the rollout is complete and proven, still in progress, or failed."""
+    """Decide whether the rollout is complete and proven, still in progress, or failed.
+
+    Every verdict, at every stage, carries the same pod counts: `old_pods` are the pods the
+    Deployment selects that do not carry the newest ReplicaSet's hash (all of them while that
+    ReplicaSet does not exist yet), terminating ones included; `terminating_pods` is how many of
+    those are terminating.
+    """
     meta, spec, status = (deployment.get(k, {}) for k in ("metadata", "spec", "status"))
     name = meta.get("name", "")
     revision = str(meta.get("annotations", {}).get(REVISION_ANNOTATION, ""))
@@ -89,17 +145,28 @@ def evaluate_rollout(
     updated = int(status.get("updatedReplicas", 0))
     available = int(status.get("availableReplicas", 0))
     current = int(status.get("replicas", 0))
+    newest = newest_replicaset(deployment, replicasets)
+    new_hash = _hash_of(newest)
+    old = [
+        p
+        for p in pods
+        if not new_hash
+        or p.get("metadata", {}).get("labels", {}).get(POD_TEMPLATE_HASH) != new_hash
+    ]
+    terminating = [p for p in old if p.get("metadata", {}).get("deletionTimestamp")]
 
-    def verdict(state: RolloutState, message: str, **extra: Any) -> RolloutVerdict:
+    def verdict(state: RolloutState, message: str) -> RolloutVerdict:
         return RolloutVerdict(
             state=state,
             message=message,
             revision=revision,
+            pod_template_hash=new_hash,
             image=image,
             replicas=want,
             updated_replicas=updated,
             available_replicas=available,
-            **extra,
+            old_pods=len(old),
+            terminating_pods=len(terminating),
         )
 
     # 1. kubectl rollout status, in kubectl's order.
@@ -123,57 +190,34 @@ def evaluate_rollout(
             "InProgress",
             f"Deployment {name} template runs {image or 'nothing'}, not {expected_image}",
         )
-    uid = meta.get("uid", "")
-    owned = [rs for rs in replicasets if _owned_by(rs, uid)]
-    newest = [
-        rs
-        for rs in owned
-        if str(rs.get("metadata", {}).get("annotations", {}).get(REVISION_ANNOTATION)) == revision
-    ]
-    if not newest:
+    if newest is None:
         return verdict("InProgress", f"waiting for the ReplicaSet of revision {revision}")
-    new_hash = str(newest[0].get("metadata", {}).get("labels", {}).get(POD_TEMPLATE_HASH, ""))
-    for rs in owned:
+    uid = meta.get("uid", "")
+    for rs in replicasets:
         rs_meta = rs.get("metadata", {})
-        if rs_meta.get("labels", {}).get(POD_TEMPLATE_HASH) == new_hash:
+        if not _owned_by(rs, uid) or rs_meta.get("labels", {}).get(POD_TEMPLATE_HASH) == new_hash:
             continue
         wanted = int(rs.get("spec", {}).get("replicas", 0))
         if wanted > 0:
             return verdict(
-                "InProgress",
-                f"old ReplicaSet {rs_meta.get('name')} is still scaled to {wanted}",
-                pod_template_hash=new_hash,
+                "InProgress", f"old ReplicaSet {rs_meta.get('name')} is still scaled to {wanted}"
             )
-    old = [
-        p
-        for p in pods
-        if p.get("metadata", {}).get("labels", {}).get(POD_TEMPLATE_HASH) != new_hash
-    ]
-    terminating = [p for p in old if p.get("metadata", {}).get("deletionTimestamp")]
     if old:
         names = ", ".join(sorted(str(p["metadata"].get("name")) for p in old)[:3])
         return verdict(
             "InProgress",
             f"{len(old)} pod(s) of an older ReplicaSet still exist ({len(terminating)} "
             f"terminating): {names}",
-            pod_template_hash=new_hash,
-            old_pods=len(old),
-            terminating_pods=len(terminating),
         )
     if expected_image is not None:
         stale = [
             p for p in pods if _container_image(p.get("spec", {}), container) != expected_image
         ]
         if stale:
-            return verdict(
-                "InProgress",
-                f"{len(stale)} pod(s) do not run {expected_image}",
-                pod_template_hash=new_hash,
-            )
+            return verdict("InProgress", f"{len(stale)} pod(s) do not run {expected_image}")
     return verdict(
         "Complete",
         f"all {len(pods)} pods run ReplicaSet {new_hash}" + (f" ({image})" if image else ""),
-        pod_template_hash=new_hash,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,59 @@ class KubeClient:
             query={"fieldManager": field_manager, "force": "true"},
             content_type="application/apply-patch+yaml",
         )
+
+    def watch(
+        self, path: str, *, resource_version: str = "", timeout_seconds: int = 300, **query: str
+    ) -> Iterator[tuple[str, JSON]]:
+        """One API watch of a collection: (type, object) for each change the server sends, from
+        `resource_version` (empty: the current objects first, as ADDED), with bookmarks, until
+        the server ends it after `timeout_seconds`. A watch error the server reports (410 Gone
+        when `resource_version` is too old) is raised as `KubeError`."""
+        params = {**query, "watch": "true", "allowWatchBookmarks": "true"}
+        params["timeoutSeconds"] = str(timeout_seconds)
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        method, url, headers, payload, post = self.api_client.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=list(params.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self.api_client.call_api(
+                method,
+                url,
+                header_params=headers,
+                body=payload,
+                post_params=post,
+                _request_timeout=(30.0, timeout_seconds + 30.0),
+            )
+        except ApiException as exc:
+            raise _error(exc) from None
+        if not 200 <= int(response.status) <= 299:
+            raw = response.read()  # type: ignore[no-untyped-call]
+            raise _error(ApiException(status=response.status, reason=response.reason, body=raw))
+        stream = response.response  # urllib3's response, not preloaded: read as it arrives
+        buffer = b""
+        try:
+            for chunk in stream.stream(None):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    obj: JSON = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        raise KubeError(
+                            status=int(obj.get("code") or 500),
+                            reason=str(obj.get("reason") or ""),
+                            message=str(obj.get("message") or ""),
+                        )
+                    yield str(event.get("type")), obj
+        finally:
+            stream.release_conn()
 
     def delete(self, path: str, *, propagation: str = "Background") -> JSON:
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": propagation}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from datamigration.k8s.client import JSON, KubeClient, KubeError, migration_path
@@ -194,6 +194,28 @@ class ClusterApi:
             "count": 1,
         }
         self.kube.create(f"/api/v1/namespaces/{meta.get('namespace')}/events", body)
+
+    def watch_migration(
+        self, namespace: str, name: str, resource_version: str = "", timeout_seconds: int = 300
+    ) -> Iterator[tuple[str, JSON]]:
+        """An API watch of one DataMigration (see `KubeClient.watch`)."""
+        return self.kube.watch(
+            migration_path(namespace),
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+            fieldSelector=f"metadata.name={name}",
+        )
+
+    def watch_events(
+        self, namespace: str, name: str, resource_version: str = "", timeout_seconds: int = 300
+    ) -> Iterator[tuple[str, JSON]]:
+        """An API watch of the Events of one DataMigration (see `KubeClient.watch`)."""
+        return self.kube.watch(
+            f"/api/v1/namespaces/{namespace}/events",
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+            fieldSelector=f"involvedObject.name={name},involvedObject.kind=DataMigration",
+        )
 
     def list_events(self, namespace: str, name: str) -> list[JSON]:
         return self.kube.list_items(
