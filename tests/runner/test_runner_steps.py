@@ -153,20 +153,6 @@ def test_bad_sql_fails_the_step_and_applies_nothing(db: Database, db_url: str, r
     assert db.ledger()["half-good"]["attempts"] == 2
 
 
-def test_failed_non_transactional_step_is_recorded_failed(
-    db: Database, db_url: str, run: Runner
-) -> None:
-    step = {
-        "name": "outside",
-        "sql": "CREATE TABLE first_one (a int); CREATE TABLE first_one (a int)",
-        "transactional": False,
-    }
-    outcome = run(db_url, make_plan(step))
-    assert outcome.code == 7
-    assert db.has_table("first_one")  # each statement committed on its own
-    assert db.ledger()["outside"]["state"] == "failed"
-
-
 def test_sql_reaches_the_database_as_written(db: Database, db_url: str, run: Runner) -> None:
     # '%' and ':name' must not be taken for parameters; ';' inside a string is not a separator.
     step = {

@@ -15,8 +15,10 @@ from datamigration.runner.errors import (
     ExitCode,
     InvalidInput,
     LedgerConflict,
+    LockRetriesExhausted,
     LockTimeout,
     Paused,
+    RolloutRegressed,
     StepFailed,
     VerifyFailed,
     exit_code_for,
@@ -36,6 +38,8 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "CHECKSUM_MISMATCH": 5,
         "DATABASE_UNREACHABLE": 6,
         "STEP_FAILED": 7,
+        "ROLLOUT_REGRESSED": 8,
+        "LOCK_RETRIES_EXHAUSTED": 9,
         "PAUSED": 75,
     }
 
@@ -49,6 +53,8 @@ def test_exit_codes_are_the_documented_contract() -> None:
         (ChecksumMismatch("x"), 5),
         (DatabaseUnreachable("x"), 6),
         (StepFailed("x"), 7),
+        (RolloutRegressed("x"), 8),
+        (LockRetriesExhausted("x"), 9),
         (Paused("x"), 75),
         (LedgerConflict("x"), 1),
         (RuntimeError("x"), 1),

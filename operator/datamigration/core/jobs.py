@@ -95,6 +95,7 @@ def runner_plan(owner: Owner, spec: MigrationSpec, phase: str) -> dict[str, Any]
         "phase": phase,
         "steps": [dict(step) for step in spec.job_steps(phase).raw if "command" not in step],
         "allowChecksumChange": spec.runner.allow_checksum_change,
+        "limits": spec.runner.statement_limits(),
         "report": {"namespace": owner.namespace, "name": owner.name},
     }
 

@@ -23,12 +23,12 @@ from pglast.parser import ParseError
 from datamigration.core.errors import SpecError
 from datamigration.core.steps import (
     STEP_PHASES,
-    BackfillStep,
     SqlStep,
     Step,
     VerifyStep,
     parse_steps,
 )
+from datamigration.lint.expressions import expression_findings
 from datamigration.lint.findings import Finding, Severity, shorten
 from datamigration.lint.rules import RULES, Scope, classify, is_read_only_select
 
@@ -60,6 +60,8 @@ def lint_steps(
             )
         )
 
+    # Backfill expressions and verify functions: lint.expressions (the runner's own check).
+    findings += expression_findings(phase, steps, migration=migration, source=source)
     for step in steps:
         if isinstance(step, SqlStep):
             parsed = _parse(step.sql)
@@ -69,11 +71,6 @@ def lint_steps(
             for text, statement in parsed:
                 for rule_id in classify(statement, transactional=step.transactional, scope=scope):
                     add(rule_id, step, text)
-        elif isinstance(step, BackfillStep):
-            for column, expression in step.set:
-                _check_expression(add, step, f"SELECT ({expression})", f"{column} = {expression}")
-            if step.where:
-                _check_expression(add, step, f"SELECT 1 WHERE ({step.where})", step.where)
         elif isinstance(step, VerifyStep):
             parsed = _parse(step.query)
             if isinstance(parsed, str):
@@ -194,14 +191,6 @@ def _unparseable(parser_message: str) -> str:
         f"PostgreSQL's parser rejects this SQL: {parser_message}. "
         "Fix the syntax (the lint checks PostgreSQL SQL)."
     )
-
-
-def _check_expression(add: Any, step: Step, wrapped: str, shown: str) -> None:
-    parsed = _parse(wrapped)
-    if isinstance(parsed, str):
-        add("unparseable-sql", step, shown, _unparseable(parsed))
-    elif len(parsed) != 1 or not is_read_only_select(parsed[0][1]):
-        add("invalid-expression", step, shown)
 
 
 def _migration_name(document: Mapping[str, Any]) -> str:

@@ -22,6 +22,8 @@ class ExitCode(IntEnum):
     CHECKSUM_MISMATCH = 5
     DATABASE_UNREACHABLE = 6
     STEP_FAILED = 7
+    ROLLOUT_REGRESSED = 8
+    LOCK_RETRIES_EXHAUSTED = 9
     PAUSED = 75
 
 
@@ -72,6 +74,23 @@ class StepFailed(RunnerError):
     """A step's SQL failed in the database."""
 
     exit_code = ExitCode.STEP_FAILED
+
+
+class RolloutRegressed(RunnerError):
+    """The contract's gate no longer holds (e.g. a pod of the old code is back).
+
+    Raised by the `before_destructive` hook of `phase.run_phase` immediately before a contract
+    step; the step's transaction is rolled back, so nothing destructive happened. The message
+    names what regressed (the workload, the pods).
+    """
+
+    exit_code = ExitCode.ROLLOUT_REGRESSED
+
+
+class LockRetriesExhausted(RunnerError):
+    """A step's statements hit `lock_timeout` more often than its `lockRetries` allow."""
+
+    exit_code = ExitCode.LOCK_RETRIES_EXHAUSTED
 
 
 class LedgerConflict(RunnerError):

@@ -12,17 +12,28 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from datamigration.core.errors import SpecError
-from datamigration.core.steps import STEP_PHASES, CommandStep, Step, parse_steps
+from datamigration.core.steps import (
+    STEP_PHASES,
+    BackfillStep,
+    CommandStep,
+    SqlStep,
+    Step,
+    VerifyStep,
+    parse_steps,
+)
+from datamigration.lint.expressions import UnsafeExpression, backfill_problems, verify_problems
 from datamigration.runner.errors import InvalidInput
+from datamigration.runner.limits import Defaults, parse_defaults
+from datamigration.runner.statements import check_sql_step
 
 PLAN_ENV = "DATAMIGRATION_PLAN"
-KNOWN_FIELDS = frozenset({"migration", "phase", "steps", "allowChecksumChange", "report"})
+KNOWN_FIELDS = frozenset({"migration", "phase", "steps", "allowChecksumChange", "limits", "report"})
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
@@ -47,6 +58,7 @@ class Plan:
     steps: tuple[Step, ...]
     allow_checksum_change: bool = False
     report: ReportTarget | None = None
+    limits: Defaults = field(default_factory=Defaults)  # spec-wide statement limits (spec.runner.*)
 
 
 def read_plan(plan_file: str | None, environ: Mapping[str, str]) -> Plan:
@@ -98,12 +110,7 @@ def _parse(document: object) -> Plan:
         raise SpecError("plan.phase", f"must be one of {', '.join(STEP_PHASES)}")
     steps = parse_steps(document.get("steps"), "plan.steps")
     for index, step in enumerate(steps):
-        if isinstance(step, CommandStep):
-            raise SpecError(
-                f"plan.steps[{index}].command",
-                f'step "{step.name}" is a command step: the operator runs it as its own Job, '
-                "the runner does not execute containers",
-            )
+        _check_step(step, f"plan.steps[{index}]")
 
     allow = document.get("allowChecksumChange", False)
     if not isinstance(allow, bool):
@@ -127,7 +134,29 @@ def _parse(document: object) -> Plan:
         steps=tuple(steps),
         allow_checksum_change=allow,
         report=target,
+        limits=parse_defaults(document.get("limits")),
     )
+
+
+def _check_step(step: Step, path: str) -> None:
+    """What the step parser cannot see: all-or-nothing SQL, expressions that cannot break out."""
+    if isinstance(step, CommandStep):
+        raise SpecError(
+            f"{path}.command",
+            f'step "{step.name}" is a command step: the operator runs it as its own Job, '
+            "the runner does not execute containers",
+        )
+    if isinstance(step, SqlStep):
+        check_sql_step(step, path)
+    problems = (
+        backfill_problems(step, path)
+        if isinstance(step, BackfillStep)
+        else verify_problems(step, f"{path}.verify.query")
+        if isinstance(step, VerifyStep)
+        else []
+    )
+    if problems:
+        raise UnsafeExpression(problems[0])
 
 
 def _is_label(value: object) -> bool:
