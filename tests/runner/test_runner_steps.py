@@ -319,12 +319,18 @@ def test_runner_logs_lint_findings_on_postgresql(pg_url: str, run: Runner) -> No
 
 @pytest.mark.pg
 def test_backfill_session_settings_do_not_leak_into_later_steps(pg_url: str, run: Runner) -> None:
+    # Later steps see their own limits (SET LOCAL per transaction), not the backfill's session.
     Database(pg_url).make_items(10)
     checks = [
-        {"name": name.replace("_", "-"), "verify": {"query": f"SHOW {name}", "expect": value}}
+        {
+            "name": name.replace("_", "-"),
+            "verify": {"query": f"SELECT current_setting('{name}')", "expect": value},
+            "lockTimeoutMilliseconds": 1234,
+            "statementTimeoutMilliseconds": 4321,
+        }
         for name, value in [
-            ("statement_timeout", "0"),
-            ("lock_timeout", "0"),
+            ("statement_timeout", "4321ms"),
+            ("lock_timeout", "1234ms"),
             ("synchronous_commit", "on"),
         ]
     ]
