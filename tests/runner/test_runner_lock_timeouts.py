@@ -214,3 +214,32 @@ def test_lock_retries_are_counted_in_progress(
         assert final.to_status(datetime.now(UTC))["lockRetries"] == final.lock_retries
     finally:
         db.close()
+
+
+def test_concurrent_index_build_behind_an_old_transaction_is_retried_clean(
+    pg_url: str, run: Runner
+) -> None:
+    """The build's wait for older transactions times out; the retry drops the INVALID index."""
+    db = Database(pg_url)
+    try:
+        db.make_items(100)
+        step = {
+            "name": "index-old-col",
+            "sql": "CREATE INDEX CONCURRENTLY items_old_col ON items (old_col)",
+            "transactional": False,
+            "lockTimeoutMilliseconds": 200,
+            "lockRetries": 30,
+        }
+        # A writer's open transaction: the build waits for it (and so does a DROP CONCURRENTLY).
+        writer = "UPDATE items SET hits = hits + 1 WHERE id = 1"
+        with holding(pg_url, writer, seconds=2.0) as reader:
+            outcome = run(pg_url, make_plan(step))
+        assert outcome.code == 0, outcome.out
+        assert reader.released_at is not None
+        assert "lock timeout after 200 ms" in outcome.out
+        assert "index items_old_col is INVALID" in outcome.out  # cleaned before a retry
+        valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('items_old_col')"
+        assert db.scalar(valid) is True
+        assert db.ledger()["index-old-col"]["state"] == "applied"
+    finally:
+        db.close()
