@@ -116,10 +116,12 @@ class MigrationSpec:
         """What the phase's Job runs. Contract runs its verify queries first, in the same Job.
 
         The runner runs the verify queries and the transactional contract steps that follow
-        them in ONE database transaction (PostgreSQL and SQLite both have transactional DDL), so
-        the data the verify queries saw is the data the destructive statements act on. A
-        `transactional: false` contract step ends that transaction: what verify saw before it
-        is not guaranteed to still hold when it runs (docs/runner.md, "Transactions")."""
+        them in ONE database transaction (PostgreSQL and SQLite both have transactional DDL),
+        calling the rollout gate right before each contract step: verify, gate and step commit
+        together or not at all, and no DDL changes the verified tables in between. Rows the
+        application writes after a verify query ran are not re-checked (READ COMMITTED), and a
+        `transactional: false` contract step runs after that transaction committed
+        (docs/runner.md, "Transactions in the contract phase")."""
         if phase == "expand":
             return self.expand
         if phase == "backfill":
