@@ -13,8 +13,9 @@ Rules (docs/runner.md has the user-facing version):
   transaction (`execute.run_contract_group`) with their ledger rows: verify, the gate and the
   DROP commit together or not at all, and no DDL can change the tables verify read in between
   (docs/runner.md, "Transactions in the contract phase", also says what is not guaranteed).
-  `before_destructive` (the rollout gate, `runner/gate.py`) is called inside that transaction immediately before each contract step's statements, and before
-  every other contract step (non-transactional sql, backfill) on its own. If it raises
+  `before_destructive` (the rollout gate, `runner/gate.py`) is called inside that transaction
+  immediately before each contract step's statements, and before every other contract step
+  (non-transactional sql, backfill) on its own. If it raises
   (`RolloutRegressed`, exit 8) the transaction rolls back: nothing destructive happened. Progress
   is reported and the pause flag read only after the transaction committed (no API call while it
   holds its locks).
