@@ -1,5 +1,8 @@
 """Backfill and verify text that cannot break out (issue 10, item 4), on PostgreSQL and SQLite.
 
+PostgreSQL checks the parse tree and runs the printed expression; SQLite checks the tokens (its
+syntax is not always PostgreSQL's) and runs the text inside the runner's parentheses.
+
 Each breakout from the issue is refused before the database is touched (exit 2, the field named),
 and for what is accepted, no row outside the predicate and no column outside `set` changes. On
 PostgreSQL a verify query runs in a READ ONLY transaction even if it got past the static check.
@@ -7,6 +10,7 @@ PostgreSQL a verify query runs in a READ ONLY transaction even if it got past th
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -47,13 +51,13 @@ def backfill(**body: Any) -> dict[str, Any]:
         pytest.param(
             backfill(set={"note": "'x'"}, where="note IS NULL) OR (true"),
             "plan.steps[0].backfill.where",
-            "is not one SQL expression",
+            "is not one SQL expression|closes a parenthesis it did not open",
             id="where-closes-its-parenthesis",
         ),
         pytest.param(
             backfill(set={"note": "'x'), amount = (amount * 100"}),
             "plan.steps[0].backfill.set.note",
-            "is not one SQL expression",
+            "is not one SQL expression|closes a parenthesis it did not open",
             id="set-adds-an-assignment",
         ),
         pytest.param(
@@ -71,31 +75,31 @@ def backfill(**body: Any) -> dict[str, Any]:
         pytest.param(
             backfill(set={"note": "(WITH d AS (DELETE FROM accounts RETURNING 1) SELECT 'x')"}),
             "plan.steps[0].backfill.set.note",
-            "writes",
+            "writes|contains DELETE",
             id="set-hides-a-delete",
         ),
         pytest.param(
             backfill(set={"amount": "nextval('s')"}),
             "plan.steps[0].backfill.set.amount",
-            "calls nextval(), a function with side effects",
+            r"calls nextval\(\), a function with side effects",
             id="set-calls-nextval",
         ),
         pytest.param(
             backfill(set={"note": "'x'"}, where="pg_sleep(1) IS NULL"),
             "plan.steps[0].backfill.where",
-            "calls pg_sleep()",
+            r"calls pg_sleep\(\)",
             id="where-calls-pg-sleep",
         ),
         pytest.param(
             backfill(set={"note": "my_schema.mask(note)"}),
             "plan.steps[0].backfill.set.note",
-            "calls my_schema.mask(), which is not on the allow-list",
+            r"calls (my_schema\.)?mask\(\), which is not on the allow-list",
             id="unknown-function",
         ),
         pytest.param(
             {"name": "check", "verify": {"query": "SELECT setval('s', 42)", "expect": 42}},
             "plan.steps[0].verify.query",
-            "calls setval(), a function with side effects",
+            r"calls setval\(\), a function with side effects",
             id="verify-calls-setval",
         ),
         pytest.param(
@@ -122,7 +126,7 @@ def test_breakouts_are_refused_and_change_nothing(
     outcome = run(db_url, make_plan(step))
     assert outcome.code == 2, outcome.out
     assert f"invalid plan: {field}: " in outcome.last_line
-    assert why in outcome.last_line
+    assert re.search(why, outcome.last_line), outcome.last_line  # PostgreSQL or SQLite wording
     assert snapshot(db) == before
     if db_url.startswith("postgresql"):
         assert db.scalar("SELECT last_value FROM s") == 1  # not advanced, not set
@@ -147,6 +151,24 @@ def test_accepted_expressions_change_only_the_predicate_rows_and_the_set_columns
         (3, "done) -- 30", 30),
         (4, "kept", 40),
     ]
+
+
+def test_sqlite_syntax_runs_as_written_inside_the_wrapper(sqlite_url: str, run: Runner) -> None:
+    """`IS NOT` between values is SQLite, not PostgreSQL: token-checked, then sent as written."""
+    sqlite = Database(sqlite_url)
+    try:
+        make_accounts(sqlite)
+        step = backfill(set={"note": "ifnull(note, 'none') || '!'"}, where="note IS NOT 'kept'")
+        outcome = run(sqlite_url, make_plan(step))
+        assert outcome.code == 0, outcome.out
+        assert snapshot(sqlite) == [
+            (1, "none!", 10),
+            (2, "kept", 20),
+            (3, "none!", 30),
+            (4, "kept", 40),
+        ]
+    finally:
+        sqlite.close()
 
 
 def test_lint_names_the_field_of_an_unsafe_expression() -> None:

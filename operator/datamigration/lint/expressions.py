@@ -25,6 +25,16 @@ Each problem names the field (`spec.backfill.steps[0].backfill.set.note`) and ca
 `unsafe-expression`, `side-effect-function` or `unknown-function`. The operator refuses the
 DataMigration (lint), the runner refuses the plan (exit 2).
 
+SQLite (`dialect="sqlite"`): SQLite has syntax PostgreSQL's parser rejects (`a IS b`,
+`json_type(doc, '$.k')`...). There an expression is checked on the tokens of pglast's scanner
+(which skips quoted strings and identifiers): no comment, no `;`, no top-level `,`, no `)` that
+closes a parenthesis the expression did not open (so it cannot leave the runner's wrapping
+parentheses), no keyword of a statement that writes, and every `name(` a function on the lists;
+when PostgreSQL's parser also accepts it, the parse-tree checks apply as well. It is then sent as
+written inside the runner's parentheses (PostgreSQL's printed form would change its meaning on
+SQLite: `TRIM(x)` prints as `pg_catalog.btrim(x)`). A verify query is checked the same way: one
+statement starting with SELECT, WITH or VALUES, no writing keyword, allow-listed functions.
+
 Limits: operators (`+`, `||`, ...) are not checked (PostgreSQL's built-in operators call
 side-effect-free functions; a user-defined operator over a side-effect function is not detected).
 """
@@ -44,6 +54,8 @@ from datamigration.core.errors import SpecError
 from datamigration.core.steps import BackfillStep, Step, VerifyStep
 from datamigration.lint.findings import Finding, Severity, shorten
 
+POSTGRESQL = "postgresql"
+SQLITE = "sqlite"
 UNSAFE_EXPRESSION = "unsafe-expression"
 SIDE_EFFECT_FUNCTION = "side-effect-function"
 UNKNOWN_FUNCTION = "unknown-function"
@@ -85,7 +97,8 @@ ALLOWED_FUNCTIONS = _words(
     has_table_privilege has_column_privilege host hostmask masklen netmask network family
     inet_same_family uuid_extract_version uuid_extract_timestamp ifnull instr printf
     strftime julianday datetime date time iif json_extract hex unicode typeof total
-    group_concat
+    group_concat json json_array json_insert json_patch json_remove json_replace json_set
+    json_type json_valid json_quote json_group_array json_group_object
     """
 )
 #: Volatile but without side effects: allowed in backfill `set` only (not in where or verify).
@@ -156,8 +169,17 @@ class UnsafeExpression(SpecError):
         self.rule = problem.rule
 
 
-def expression_sql(text: str, field: str, *, in_set: bool = False) -> str:
-    """`text` as exactly one SQL expression printed from its parse tree (else UnsafeExpression)."""
+def expression_sql(
+    text: str, field: str, *, in_set: bool = False, dialect: str = POSTGRESQL
+) -> str:
+    """`text` as exactly one SQL expression, safe to wrap in parentheses (else UnsafeExpression).
+
+    PostgreSQL: printed from its parse tree. SQLite: as written, once its tokens passed."""
+    if dialect == SQLITE:
+        problems = _sqlite_expression(text, field, in_set=in_set)
+        if problems:
+            raise UnsafeExpression(problems[0])
+        return text.strip()
     node, problems = _expression(text, field, in_set=in_set)
     if problems:
         raise UnsafeExpression(problems[0])
@@ -165,25 +187,33 @@ def expression_sql(text: str, field: str, *, in_set: bool = False) -> str:
     return str(RawStream()(node))
 
 
-def expression_problems(text: str, field: str, *, in_set: bool = False) -> list[Problem]:
+def expression_problems(
+    text: str, field: str, *, in_set: bool = False, dialect: str = POSTGRESQL
+) -> list[Problem]:
+    if dialect == SQLITE:
+        return _sqlite_expression(text, field, in_set=in_set)
     return _expression(text, field, in_set=in_set)[1]
 
 
-def backfill_problems(step: BackfillStep, path: str) -> list[Problem]:
+def backfill_problems(step: BackfillStep, path: str, dialect: str = POSTGRESQL) -> list[Problem]:
     """Problems of a backfill step's `set` values and `where`; `path` names the step."""
     problems: list[Problem] = []
     for column, expression in step.set:
-        problems += expression_problems(expression, f"{path}.backfill.set.{column}", in_set=True)
+        problems += expression_problems(
+            expression, f"{path}.backfill.set.{column}", in_set=True, dialect=dialect
+        )
     if step.where is not None:
-        problems += expression_problems(step.where, f"{path}.backfill.where")
+        problems += expression_problems(step.where, f"{path}.backfill.where", dialect=dialect)
     return problems
 
 
-def verify_problems(step: VerifyStep, field: str) -> list[Problem]:
+def verify_problems(step: VerifyStep, field: str, dialect: str = POSTGRESQL) -> list[Problem]:
     """Problems of a verify query; `field` names the query (`...verify.query`)."""
     try:
         statements = parse_sql(step.query)
     except ParseError as exc:
+        if dialect == SQLITE:
+            return _sqlite_verify(step.query, field)
         return [_unsafe(field, f"PostgreSQL's parser rejects the query: {_parser_message(exc)}")]
     if len(statements) != 1 or not isinstance(statements[0].stmt, ast.SelectStmt):
         return [_unsafe(field, "must be exactly one SELECT statement (a check, not a change)")]
@@ -296,6 +326,153 @@ def _function_problem(node: ast.FuncCall, field: str, allowed: frozenset[str]) -
             "(docs/runner.md, 'Expressions'); unknown functions are refused",
         )
     return None
+
+
+#: Keywords that start or belong to a statement that writes (SQLite token checks).
+_WRITING_WORDS = frozenset(
+    {
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "MERGE",
+        "CREATE",
+        "DROP",
+        "ALTER",
+        "ATTACH",
+        "DETACH",
+        "PRAGMA",
+        "VACUUM",
+        "INTO",
+        "TRUNCATE",
+        "GRANT",
+        "REVOKE",
+        "COPY",
+        "CALL",
+        "DO",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE",
+        "REINDEX",
+        "ANALYZE",
+        "SET",
+    }
+)
+#: Keywords that may precede `(` without being a function call.
+_NOT_FUNCTIONS = frozenset(
+    {
+        "IN",
+        "EXISTS",
+        "AND",
+        "OR",
+        "NOT",
+        "CAST",
+        "IS",
+        "ON",
+        "WHEN",
+        "THEN",
+        "ELSE",
+        "AS",
+        "OVER",
+        "FILTER",
+        "WITHIN",
+        "VALUES",
+        "SELECT",
+        "FROM",
+        "WHERE",
+        "BETWEEN",
+        "LIKE",
+        "GLOB",
+        "MATCH",
+        "REGEXP",
+        "CASE",
+        "END",
+        "ALL",
+        "ANY",
+        "SOME",
+        "ESCAPE",
+        "BY",
+        "USING",
+        "JOIN",
+        "HAVING",
+        "ROW",
+        "ARRAY",
+        "DISTINCT",
+        "COLLATE",
+    }
+)
+_COMMENTS = frozenset({"C_COMMENT", "SQL_COMMENT"})
+
+
+def _sqlite_expression(text: str, field: str, *, in_set: bool) -> list[Problem]:
+    """Token-level checks of one expression for SQLite (see the module docstring)."""
+    try:
+        tokens = list(scan(text))
+    except ParseError as exc:  # an unterminated quote
+        return [_unsafe(field, f"is not one SQL expression: {_parser_message(exc)}")]
+    depth = 0
+    for token in tokens:
+        if token.name in _COMMENTS:
+            return [
+                _unsafe(field, "comments are not allowed in an expression (they can hide text)")
+            ]
+        if token.name == "ASCII_59":
+            return [_unsafe(field, "must be exactly one SQL expression (no ';')")]
+        if token.name == "ASCII_40":
+            depth += 1
+        elif token.name == "ASCII_41":
+            depth -= 1
+            if depth < 0:
+                return [_unsafe(field, "closes a parenthesis it did not open")]
+        elif token.name == "ASCII_44" and depth == 0:
+            return [_unsafe(field, "must be exactly one SQL expression (no top-level ',')")]
+    if depth != 0:
+        return [_unsafe(field, "has unbalanced parentheses")]
+    problems = _token_problems(text, tokens, field, in_set=in_set)
+    if problems:
+        return problems
+    try:  # PostgreSQL's parser as a second opinion, when it understands the text
+        parse_sql(f"SELECT {text}")
+    except ParseError:
+        return []
+    return _expression(text, field, in_set=in_set)[1]
+
+
+def _sqlite_verify(query: str, field: str) -> list[Problem]:
+    """Token-level checks of a verify query PostgreSQL's parser rejects (SQLite syntax)."""
+    try:
+        tokens = [t for t in scan(query) if t.name not in _COMMENTS]
+    except ParseError as exc:
+        return [_unsafe(field, f"is not one SQL query: {_parser_message(exc)}")]
+    while tokens and tokens[-1].name == "ASCII_59":
+        tokens.pop()
+    if not tokens or tokens[0].name not in {"SELECT", "WITH", "VALUES"}:
+        return [_unsafe(field, "must be exactly one SELECT statement (a check, not a change)")]
+    if any(token.name == "ASCII_59" for token in tokens):
+        return [_unsafe(field, "must be exactly one SELECT statement (a check, not a change)")]
+    return _token_problems(query, tokens, field, in_set=False)
+
+
+def _token_problems(text: str, tokens: list[Any], field: str, *, in_set: bool) -> list[Problem]:
+    raw = text.encode("utf-8")  # token offsets are bytes
+    allowed = ALLOWED_FUNCTIONS | SET_ONLY_FUNCTIONS if in_set else ALLOWED_FUNCTIONS
+    problems: list[Problem] = []
+    for token, following in zip(tokens, [*tokens[1:], None], strict=True):
+        if token.name in _WRITING_WORDS:
+            problems.append(_unsafe(field, f"contains {token.name}, a keyword of a statement"))
+        elif (
+            following is not None
+            and following.name == "ASCII_40"
+            and token.name not in _NOT_FUNCTIONS
+            and (token.name == "IDENT" or token.kind != "NO_KEYWORD")
+        ):
+            name = raw[token.start : token.end + 1].decode("utf-8", "replace")
+            call = ast.FuncCall(funcname=(ast.String(sval=name),))
+            problem = _function_problem(call, field, allowed)
+            if problem is not None:
+                problems.append(problem)
+    return problems
 
 
 def _walk(node: Any) -> Iterator[Any]:

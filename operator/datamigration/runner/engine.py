@@ -57,6 +57,11 @@ def database_url(raw: str) -> URL:
     )
 
 
+def dialect_of(raw_url: str) -> str:
+    """`sqlite` or `postgresql` (also for an unusable URL: `database_url` reports that)."""
+    return "sqlite" if raw_url.strip().lower().startswith("sqlite") else "postgresql"
+
+
 def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 

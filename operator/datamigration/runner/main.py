@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from datamigration import __version__
 from datamigration.runner import logs
 from datamigration.runner.dberrors import describe, is_disconnect
-from datamigration.runner.engine import make_engine
+from datamigration.runner.engine import dialect_of, make_engine
 from datamigration.runner.errors import (
     DatabaseUnreachable,
     ExitCode,
@@ -96,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     scrubber = Scrubber()
     logs.configure(scrubber)
     try:
-        plan = read_plan(args.plan, os.environ)
         raw_url = os.environ.get(args.database_url_env, "")
+        plan = read_plan(args.plan, os.environ, dialect_of(raw_url))
         if not raw_url.strip():
             raise InvalidInput(f"no database URL: ${args.database_url_env} is empty or unset")
         scrubber.add_url(raw_url)

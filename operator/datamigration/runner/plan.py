@@ -27,7 +27,12 @@ from datamigration.core.steps import (
     VerifyStep,
     parse_steps,
 )
-from datamigration.lint.expressions import UnsafeExpression, backfill_problems, verify_problems
+from datamigration.lint.expressions import (
+    POSTGRESQL,
+    UnsafeExpression,
+    backfill_problems,
+    verify_problems,
+)
 from datamigration.runner.errors import InvalidInput
 from datamigration.runner.limits import Defaults, parse_defaults
 from datamigration.runner.statements import check_sql_step
@@ -61,7 +66,7 @@ class Plan:
     limits: Defaults = field(default_factory=Defaults)  # spec-wide statement limits (spec.runner.*)
 
 
-def read_plan(plan_file: str | None, environ: Mapping[str, str]) -> Plan:
+def read_plan(plan_file: str | None, environ: Mapping[str, str], dialect: str = POSTGRESQL) -> Plan:
     """The plan from `--plan FILE` if given, else from `$DATAMIGRATION_PLAN`."""
     if plan_file:
         try:
@@ -82,18 +87,21 @@ def read_plan(plan_file: str | None, environ: Mapping[str, str]) -> Plan:
             document = json.loads(text)
         except ValueError as exc:
             raise InvalidInput(f"${PLAN_ENV} is not valid JSON: {exc}") from None
-    return parse_plan(document)
+    return parse_plan(document, dialect)
 
 
-def parse_plan(document: object) -> Plan:
-    """Validate a decoded plan document; raises `InvalidInput` naming the field."""
+def parse_plan(document: object, dialect: str = POSTGRESQL) -> Plan:
+    """Validate a decoded plan document; raises `InvalidInput` naming the field.
+
+    `dialect` (`postgresql` or `sqlite`) decides how expressions are checked
+    (`lint.expressions`)."""
     try:
-        return _parse(document)
+        return _parse(document, dialect)
     except SpecError as exc:
         raise InvalidInput(f"invalid plan: {exc}") from None
 
 
-def _parse(document: object) -> Plan:
+def _parse(document: object, dialect: str) -> Plan:
     if not isinstance(document, Mapping):
         raise SpecError("plan", "must be a JSON/YAML object")
     unknown = sorted(str(key) for key in document if key not in KNOWN_FIELDS)
@@ -110,7 +118,7 @@ def _parse(document: object) -> Plan:
         raise SpecError("plan.phase", f"must be one of {', '.join(STEP_PHASES)}")
     steps = parse_steps(document.get("steps"), "plan.steps")
     for index, step in enumerate(steps):
-        _check_step(step, f"plan.steps[{index}]")
+        _check_step(step, f"plan.steps[{index}]", dialect)
 
     allow = document.get("allowChecksumChange", False)
     if not isinstance(allow, bool):
@@ -138,7 +146,7 @@ def _parse(document: object) -> Plan:
     )
 
 
-def _check_step(step: Step, path: str) -> None:
+def _check_step(step: Step, path: str, dialect: str) -> None:
     """What the step parser cannot see: all-or-nothing SQL, expressions that cannot break out."""
     if isinstance(step, CommandStep):
         raise SpecError(
@@ -149,9 +157,9 @@ def _check_step(step: Step, path: str) -> None:
     if isinstance(step, SqlStep):
         check_sql_step(step, path)
     problems = (
-        backfill_problems(step, path)
+        backfill_problems(step, path, dialect)
         if isinstance(step, BackfillStep)
-        else verify_problems(step, f"{path}.verify.query")
+        else verify_problems(step, f"{path}.verify.query", dialect)
         if isinstance(step, VerifyStep)
         else []
     )

@@ -3,10 +3,12 @@
 Why: user statements (sql steps, verify queries) must reach the database as written, while our
 own statements (backfill batches, bounds) are built here. Identifiers were validated by
 `core.steps` (plain identifiers, optionally schema-qualified) and are quoted here with the
-dialect's preparer; every value is a bound parameter. Backfill `set` values and `where` are never
-spliced as written: `lint.expressions.expression_sql` parses each as exactly one expression and
-prints it back from the parse tree, and only that text is wrapped in parentheses (one operand) with
-its colons escaped (so SQLAlchemy never takes `':x'` for a bind parameter).
+dialect's preparer; every value is a bound parameter. Backfill `set` values and `where` go
+through `lint.expressions.expression_sql`: on PostgreSQL each is parsed as exactly one expression
+and printed back from the parse tree; on SQLite (syntax PostgreSQL's parser may reject) its tokens
+must show one expression that cannot close the parentheses it is wrapped in. Only that text is
+wrapped in parentheses (one operand) with its colons escaped (so SQLAlchemy never takes `':x'`
+for a bind parameter).
 
 Parameters in `text()` are cast with `CAST(:x AS BIGINT)`, never `:x::bigint` (that is not a
 bind parameter to SQLAlchemy), and integer bounds are always computed in Python: psycopg 3 binds
@@ -77,10 +79,11 @@ def backfill_sql(dialect: Dialect, step: BackfillStep) -> BackfillSql:
     table = quote_table(dialect, step.table)
     key = quote_column(dialect, step.key)
     assignments = ", ".join(
-        f"{quote_column(dialect, column)} = ({_escaped(_expression(expression, column))})"
+        f"{quote_column(dialect, column)} = ({_escaped(_expression(dialect, expression, column))})"
         for column, expression in step.set
     )
-    extra = f" AND ({_escaped(expression_sql(step.where, 'where'))})" if step.where else ""
+    where = expression_sql(step.where, "where", dialect=dialect.name) if step.where else None
+    extra = f" AND ({_escaped(where)})" if where else ""
     update = f"UPDATE {table} SET {assignments} WHERE "
     return BackfillSql(
         key_bounds=text(f"SELECT min({key}), max({key}) FROM {table}"),
@@ -99,8 +102,8 @@ def backfill_sql(dialect: Dialect, step: BackfillStep) -> BackfillSql:
     )
 
 
-def _expression(expression: str, column: str) -> str:
-    return expression_sql(expression, column, in_set=True)
+def _expression(dialect: Dialect, expression: str, column: str) -> str:
+    return expression_sql(expression, column, in_set=True, dialect=dialect.name)
 
 
 def _escaped(expression: str) -> str:
