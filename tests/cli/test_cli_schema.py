@@ -199,6 +199,9 @@ def full_manifest() -> dict[str, Any]:
             "sql": "ALTER TABLE t ADD COLUMN c text",
             "transactional": True,
             "lint": {"allow": ["prefer-text-field"], "reason": "reviewed"},
+            "lockTimeoutMilliseconds": 500,
+            "statementTimeoutMilliseconds": 1000,
+            "lockRetries": 3,
         },
         {
             "name": "copy",
@@ -232,6 +235,9 @@ def full_manifest() -> dict[str, Any]:
         "activeDeadlineSeconds": 3600,
         "lockTimeoutSeconds": 30,
         "allowChecksumChange": False,
+        "lockTimeoutMilliseconds": 2000,
+        "statementTimeoutMilliseconds": 60000,
+        "lockRetries": 5,
     }
     spec["paused"] = False
     spec["abort"] = False

@@ -333,7 +333,9 @@ END $$;
 CREATE EVENT TRIGGER log_ddl_start ON ddl_command_start EXECUTE FUNCTION log_ddl();
 CREATE EVENT TRIGGER log_sql_drop ON sql_drop EXECUTE FUNCTION log_ddl();
 """
-SLOW_VERIFY = "SELECT count(*) FROM users, pg_sleep(5) WHERE email_address IS DISTINCT FROM email"
+#: The verify query waits for a lock the test holds until the undo happened (pg_sleep is refused
+#: in verify queries: a side-effect function); lock_timeout is raised so it waits, not retries.
+VERIFY_LOCK_WAIT_MILLISECONDS = 60_000
 
 
 def rfc3339(value: str) -> datetime:
@@ -352,7 +354,7 @@ def test_rollout_undo_after_the_contract_job_appears_stops_the_drop(
     with shop.engine.begin() as c:
         c.exec_driver_sql(DDL_LOG)
     migration = rename_migration(namespace)
-    migration["spec"]["contract"]["verify"][0]["query"] = SLOW_VERIFY
+    migration["spec"]["runner"] = {"lockTimeoutMilliseconds": VERIFY_LOCK_WAIT_MILLISECONDS}
     kube.apply(migration)
 
     def contract_job() -> JSON | None:
@@ -363,9 +365,19 @@ def test_rollout_undo_after_the_contract_job_appears_stops_the_drop(
         ]
         return jobs[0] if jobs else None
 
+    def old_pods() -> list[JSON]:
+        return [
+            p
+            for p in kube.pods(namespace, "app=shop-api")
+            if p["spec"]["containers"][0]["image"] == "registry.example/shop-api:1.0"
+        ]
+
     job = eventually(contract_job, timeout=240, what="the contract Job")
-    undo_at = time.time()
-    kubectl(cluster, "rollout", "undo", "deployment/shop-api", "--namespace", namespace)
+    with shop.engine.begin() as blocker:  # the contract's verify waits behind this lock
+        blocker.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        undo_at = time.time()
+        kubectl(cluster, "rollout", "undo", "deployment/shop-api", "--namespace", namespace)
+        eventually(old_pods, timeout=60, what="old-revision pods after the undo")
     name = job["metadata"]["name"]
 
     failed = failed_job(kube, namespace, name, timeout=120)
@@ -384,12 +396,7 @@ def test_rollout_undo_after_the_contract_job_appears_stops_the_drop(
     assert not [row for row in ddl if "DROP" in row.query.upper()], ddl
     # Old-revision pods serve from the undo on; the contract Job ended after the undo, and its
     # DROP is nowhere in the DDL log.
-    old_pods = [
-        p
-        for p in kube.pods(namespace, "app=shop-api")
-        if p["spec"]["containers"][0]["image"] == "registry.example/shop-api:1.0"
-    ]
-    assert old_pods, "rollout undo brought back old-revision pods"
+    assert old_pods(), "rollout undo brought back old-revision pods"
     ended = rfc3339(pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"])
     assert ended.timestamp() >= undo_at - 1  # second precision
     print(f"undo at {datetime.fromtimestamp(undo_at, UTC):%H:%M:%S.%f}, contract Job ended {ended}")

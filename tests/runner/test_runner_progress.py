@@ -32,6 +32,7 @@ PROGRESS_FIELDS = {
     "rowsPerSecond",
     "batchSize",
     "summary",
+    "lockRetries",
     "updatedAt",
 }
 INTEGER_FIELDS = PROGRESS_FIELDS - {"phase", "step", "summary", "updatedAt"}

@@ -15,6 +15,7 @@ from datamigration.runner.errors import (
     ExitCode,
     InvalidInput,
     LedgerConflict,
+    LockRetriesExhausted,
     LockTimeout,
     Paused,
     RolloutRegressed,
@@ -38,6 +39,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "DATABASE_UNREACHABLE": 6,
         "STEP_FAILED": 7,
         "ROLLOUT_REGRESSED": 8,
+        "LOCK_RETRIES_EXHAUSTED": 9,
         "PAUSED": 75,
     }
 
@@ -52,6 +54,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
         (DatabaseUnreachable("x"), 6),
         (StepFailed("x"), 7),
         (RolloutRegressed("x"), 8),
+        (LockRetriesExhausted("x"), 9),
         (Paused("x"), 75),
         (LedgerConflict("x"), 1),
         (RuntimeError("x"), 1),
@@ -193,3 +196,93 @@ def test_plan_rejections_name_the_field(document: Any, field: str) -> None:
     with pytest.raises(InvalidInput) as caught:
         parse_plan(document)
     assert caught.value.message.startswith(f"invalid plan: {field}: ")
+
+
+def test_statement_limits_come_from_the_step_then_the_spec_then_the_kind() -> None:
+    from datamigration.core.steps import parse_steps
+    from datamigration.runner.limits import Defaults, limits_for, parse_defaults
+
+    steps = parse_steps(
+        [
+            {"name": "ddl", "sql": "ALTER TABLE t ADD COLUMN c int"},
+            {"name": "own", "sql": "SELECT 1", "lockTimeoutMilliseconds": 50, "lockRetries": 0},
+            {"name": "cic", "sql": "CREATE INDEX CONCURRENTLY i ON t (c)", "transactional": False},
+            {"name": "fill", "backfill": {"table": "t", "set": {"c": "1"}}},
+            {"name": "slow", "backfill": {"table": "t", "set": {"c": "1"}}, "lockRetries": 3},
+        ],
+        "plan.steps",
+    )
+    spec_wide = parse_defaults(
+        {"lockTimeoutMilliseconds": 700, "statementTimeoutMilliseconds": 9000, "lockRetries": 4}
+    )
+    got = {step.name: limits_for(step, spec_wide) for step in steps}
+    assert (got["ddl"].lock_timeout_ms, got["ddl"].statement_timeout_ms) == (700, 9000)
+    assert (got["own"].lock_timeout_ms, got["own"].lock_retries) == (50, 0)
+    assert got["cic"].statement_timeout_ms == 0  # never for CONCURRENTLY unless the step sets one
+    assert got["fill"].statement_timeout_ms == 60_000  # backfill batches: their own bound
+    assert (got["slow"].lock_retries, got["fill"].lock_retries) == (3, 4)
+    builtin = limits_for(steps[0], Defaults())
+    assert (builtin.lock_timeout_ms, builtin.statement_timeout_ms, builtin.lock_retries) == (
+        2000,
+        300_000,
+        10,
+    )
+
+
+@pytest.mark.parametrize(
+    ("limits", "field"),
+    [
+        ({"lockTimeoutMilliseconds": 0}, "plan.limits.lockTimeoutMilliseconds"),
+        ({"lockRetries": -1}, "plan.limits.lockRetries"),
+        ({"statementTimeoutMilliseconds": "1s"}, "plan.limits.statementTimeoutMilliseconds"),
+    ],
+)
+def test_bad_plan_limits_name_the_field(limits: dict[str, Any], field: str) -> None:
+    plan = {"migration": "shop/users", "phase": "expand", "steps": [], "limits": limits}
+    with pytest.raises(InvalidInput, match=f"invalid plan: {field}: must be an integer"):
+        parse_plan(plan)
+
+
+def test_step_limits_are_tuning_knobs_not_part_of_the_checksum() -> None:
+    from datamigration.core.errors import SpecError
+    from datamigration.core.steps import parse_steps
+
+    plain, tuned = (
+        parse_steps([{"name": "a", "sql": "SELECT 1"}, {"name": "b", "sql": "SELECT 1"}], "s")[0],
+        parse_steps([{"name": "a", "sql": "SELECT 1", "lockRetries": 7}], "s")[0],
+    )
+    assert plain.checksum == tuned.checksum
+    with pytest.raises(SpecError, match=r"s\[0\].lockRetries: only applies to sql, backfill"):
+        parse_steps(
+            [{"name": "a", "command": {"image": "x", "command": ["y"]}, "lockRetries": 1}], "s"
+        )
+    with pytest.raises(SpecError, match=r"s\[0\].lockTimeoutMilliseconds: must be an integer"):
+        parse_steps([{"name": "a", "sql": "SELECT 1", "lockTimeoutMilliseconds": 0}], "s")
+
+
+def test_backoff_doubles_is_capped_and_jittered() -> None:
+    from datamigration.runner.limits import BACKOFF_CAP_SECONDS, backoff
+
+    upper = [backoff(n, rand=lambda low, high: high) for n in range(1, 10)]
+    lower = [backoff(n, rand=lambda low, high: low) for n in range(1, 10)]
+    assert upper[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert max(upper) == BACKOFF_CAP_SECONDS
+    assert all(low == high / 2 for low, high in zip(lower, upper, strict=True))
+
+
+def test_the_operators_plan_carries_spec_runner_limits_to_the_runner() -> None:
+    from datamigration.core.jobs import Owner, runner_plan
+    from datamigration.core.spec import parse_spec
+
+    raw_spec: dict[str, Any] = {
+        "database": {"urlFrom": {"secretKeyRef": {"name": "db", "key": "url"}}},
+        "workload": {"name": "web", "container": "app", "image": "app:2"},
+        "runner": {"lockTimeoutSeconds": 30, "lockTimeoutMilliseconds": 750, "lockRetries": 2},
+        "expand": {"steps": [{"name": "add", "sql": "ALTER TABLE t ADD COLUMN c int"}]},
+    }
+    owner = Owner(namespace="shop", name="users", uid="u")
+    plan = parse_plan(runner_plan(owner, parse_spec(raw_spec), "expand"))
+    assert (plan.limits.lock_timeout_ms, plan.limits.lock_retries) == (750, 2)
+    assert plan.limits.statement_timeout_ms is None  # the runner's per-kind default applies
+    default = parse_plan(runner_plan(owner, parse_spec({**raw_spec, "runner": {}}), "expand"))
+    assert (default.limits.lock_timeout_ms, default.limits.lock_retries) == (2000, 10)

@@ -260,9 +260,9 @@ def test_concurrent_index_in_a_non_transactional_step_is_clean() -> None:
             [("invalid-expression", E)],
             id="statement-smuggled-in-where",
         ),
-        pytest.param({"set": {"b": "upper(a"}}, [("unparseable-sql", E)], id="bad-expression"),
+        pytest.param({"set": {"b": "upper(a"}}, [("invalid-expression", E)], id="bad-expression"),
         pytest.param(
-            {"set": {"b": "a"}, "where": "b IS"}, [("unparseable-sql", E)], id="bad-where"
+            {"set": {"b": "a"}, "where": "b IS"}, [("invalid-expression", E)], id="bad-where"
         ),
     ],
 )

@@ -126,6 +126,7 @@ def runner_plan(
         "phase": phase,
         "steps": [dict(step) for step in spec.job_steps(phase).raw if "command" not in step],
         "allowChecksumChange": spec.runner.allow_checksum_change,
+        "limits": spec.runner.statement_limits(),
         "report": {"namespace": owner.namespace, "name": owner.name},
     }
     if phase == "contract":

@@ -20,7 +20,15 @@ from datamigration.core.operations import (
     plan_operations,
     raw_steps,
 )
-from datamigration.core.steps import Step, parse_steps
+from datamigration.core.steps import (
+    DEFAULT_LOCK_RETRIES,
+    DEFAULT_LOCK_TIMEOUT_MILLISECONDS,
+    MAX_LOCK_RETRIES,
+    MAX_LOCK_TIMEOUT_MILLISECONDS,
+    MAX_STATEMENT_TIMEOUT_MILLISECONDS,
+    Step,
+    parse_steps,
+)
 
 JOB_PHASES: tuple[str, ...] = ("expand", "backfill", "contract")
 PHASES: tuple[str, ...] = ("expand", "backfill", "codeRollout", "contract")
@@ -49,8 +57,23 @@ class RunnerSpec:
     service_account_name: str | None = None
     backoff_limit: int = 0
     active_deadline_seconds: int | None = None
-    lock_timeout_seconds: int = 60
+    lock_timeout_seconds: int = 60  # the runner's wait for the migration's advisory lock
     allow_checksum_change: bool = False
+    # Defaults for every runner statement (a step's own fields win): PostgreSQL lock_timeout,
+    # statement_timeout (None: the runner's per-kind default) and retries after a lock timeout.
+    lock_timeout_milliseconds: int = DEFAULT_LOCK_TIMEOUT_MILLISECONDS
+    statement_timeout_milliseconds: int | None = None
+    lock_retries: int = DEFAULT_LOCK_RETRIES
+
+    def statement_limits(self) -> dict[str, int]:
+        """The runner plan's `limits`: spec-wide defaults for the runner's statements."""
+        limits = {
+            "lockTimeoutMilliseconds": self.lock_timeout_milliseconds,
+            "lockRetries": self.lock_retries,
+        }
+        if self.statement_timeout_milliseconds is not None:
+            limits["statementTimeoutMilliseconds"] = self.statement_timeout_milliseconds
+        return limits
 
 
 @dataclass(frozen=True)
@@ -101,7 +124,15 @@ class MigrationSpec:
     def job_steps(self, phase: str) -> PhaseSteps:
         """What the phase's Job runs: the steps spec.operations generates, then the
         hand-written ones. Contract runs its verify queries first (generated, then written), in
-        the same Job, so nothing can change between the check and the destructive step."""
+        the same Job.
+
+        The runner runs the verify queries and the transactional contract steps that follow
+        them in ONE database transaction (PostgreSQL and SQLite both have transactional DDL),
+        calling the rollout gate right before each contract step: verify, gate and step commit
+        together or not at all, and no DDL changes the verified tables in between. Rows the
+        application writes after a verify query ran are not re-checked (READ COMMITTED), and a
+        `transactional: false` contract step runs after that transaction committed
+        (docs/runner.md, "Transactions in the contract phase")."""
         ops = self.operations
         if phase == "expand":
             return _joined(_generated(ops.expand), self.expand)
@@ -243,6 +274,29 @@ def parse_spec(raw: Any) -> MigrationSpec:
         ),
         lock_timeout_seconds=_int(rn, "lockTimeoutSeconds", "spec.runner", 60, 1, 3600),
         allow_checksum_change=_bool(rn, "allowChecksumChange", "spec.runner"),
+        lock_timeout_milliseconds=_int(
+            rn,
+            "lockTimeoutMilliseconds",
+            "spec.runner",
+            DEFAULT_LOCK_TIMEOUT_MILLISECONDS,
+            1,
+            MAX_LOCK_TIMEOUT_MILLISECONDS,
+        ),
+        statement_timeout_milliseconds=(
+            None
+            if rn.get("statementTimeoutMilliseconds") is None
+            else _int(
+                rn,
+                "statementTimeoutMilliseconds",
+                "spec.runner",
+                0,
+                0,
+                MAX_STATEMENT_TIMEOUT_MILLISECONDS,
+            )
+        ),
+        lock_retries=_int(
+            rn, "lockRetries", "spec.runner", DEFAULT_LOCK_RETRIES, 0, MAX_LOCK_RETRIES
+        ),
     )
 
     cr = _obj(spec.get("codeRollout"), "spec.codeRollout", required=False)

@@ -12,7 +12,9 @@ Guarantees:
   the user; the safety lint parses those.
 - `Step.checksum` identifies the *change* a step makes: sha256 over a canonical JSON of its name,
   kind and definition. Tuning knobs (`batchSize`, `targetBatchMilliseconds`,
-  `pauseMilliseconds`) are left out, so slowing down a running backfill is not a "changed step".
+  `pauseMilliseconds`, and the step-level `lockTimeoutMilliseconds`,
+  `statementTimeoutMilliseconds`, `lockRetries`) are left out, so slowing down a running backfill
+  or giving a step more patience is not a "changed step".
 """
 
 from __future__ import annotations
@@ -37,6 +39,13 @@ MAX_BATCH_SIZE = 1_000_000
 DEFAULT_TARGET_BATCH_MILLISECONDS = 20  # measured: see docs/runner.md, "Tuning"
 MAX_TARGET_BATCH_MILLISECONDS = 60_000
 MAX_PAUSE_MILLISECONDS = 600_000
+#: Step-level database limits (sql, backfill and verify steps; the runner applies them).
+MAX_LOCK_TIMEOUT_MILLISECONDS = 600_000
+MAX_STATEMENT_TIMEOUT_MILLISECONDS = 86_400_000  # 0 means no limit
+MAX_LOCK_RETRIES = 100
+DEFAULT_LOCK_TIMEOUT_MILLISECONDS = 2_000
+DEFAULT_LOCK_RETRIES = 10
+LIMIT_FIELDS = ("lockTimeoutMilliseconds", "statementTimeoutMilliseconds", "lockRetries")
 
 _STEP_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 # Unquoted SQL identifiers only: the runner quotes them, and nothing else can be smuggled in.
@@ -65,6 +74,11 @@ class Step:
     name: str
     # Not part of `definition()`: allowing a lint rule does not change what the step does.
     lint: LintAllow | None = field(default=None, kw_only=True)
+    # Per-step database limits (None: the spec-wide default, `spec.runner.*`); tuning knobs,
+    # not part of the checksum. keyword-only so subclasses keep their positional fields.
+    lock_timeout_milliseconds: int | None = field(default=None, kw_only=True)
+    statement_timeout_milliseconds: int | None = field(default=None, kw_only=True)
+    lock_retries: int | None = field(default=None, kw_only=True)
     kind: ClassVar[str] = ""
 
     def definition(self) -> dict[str, Any]:
@@ -179,13 +193,14 @@ def _parse_step(item: object, path: str) -> Step:
             path, "must be a mapping with a name and one of sql, backfill, verify, command"
         )
     kinds = [kind for kind in STEP_KINDS if kind in item]
-    allowed = {"name", *STEP_KINDS, "transactional", "lint"}
+    allowed = {"name", *STEP_KINDS, "transactional", "lint", *LIMIT_FIELDS}
     for key in item:
         if key not in allowed:
             raise SpecError(
                 f"{path}.{key}",
                 "unknown field (a step has name, exactly one of sql, backfill, verify, command, "
-                "transactional for sql steps, and lint)",
+                "transactional for sql steps, lint, and lockTimeoutMilliseconds, "
+                "statementTimeoutMilliseconds, lockRetries)",
             )
     name = _step_name(item.get("name"), f"{path}.name")
     if not kinds:
@@ -198,6 +213,15 @@ def _parse_step(item: object, path: str) -> Step:
     body_path = f"{path}.{kind}"
     body = item[kind]
     lint = _lint_allow(item["lint"], f"{path}.lint") if "lint" in item else None
+    if kind == "command":
+        for limit in LIMIT_FIELDS:
+            if limit in item:
+                raise SpecError(
+                    f"{path}.{limit}",
+                    "only applies to sql, backfill and verify steps (the runner's statements)",
+                )
+        command = _parse_command(name, body, body_path)
+        return command if lint is None else replace(command, lint=lint)
     step: Step
     if kind == "sql":
         transactional = item.get("transactional", True)
@@ -206,10 +230,9 @@ def _parse_step(item: object, path: str) -> Step:
         step = SqlStep(name=name, sql=_text(body, body_path), transactional=transactional)
     elif kind == "backfill":
         step = _parse_backfill(name, body, body_path)
-    elif kind == "verify":
-        step = _parse_verify(name, body, body_path)
     else:
-        step = _parse_command(name, body, body_path)
+        step = _parse_verify(name, body, body_path)
+    step = _with_limits(step, item, path)
     return step if lint is None else replace(step, lint=lint)
 
 
@@ -230,6 +253,25 @@ def _lint_allow(raw: object, path: str) -> LintAllow:
     if len(reason) > MAX_LINT_REASON:
         raise SpecError(f"{path}.reason", f"must be at most {MAX_LINT_REASON} characters")
     return LintAllow(allow=tuple(allow), reason=reason.strip())
+
+
+def _with_limits(step: Step, item: Mapping[str, Any], path: str) -> Step:
+    """`step` with its step-level database limits (validated; unset stays None)."""
+
+    def optional(key: str, low: int, high: int) -> int | None:
+        value = item.get(key)
+        return None if value is None else _integer(value, f"{path}.{key}", low, high)
+
+    return replace(
+        step,
+        lock_timeout_milliseconds=optional(
+            "lockTimeoutMilliseconds", 1, MAX_LOCK_TIMEOUT_MILLISECONDS
+        ),
+        statement_timeout_milliseconds=optional(
+            "statementTimeoutMilliseconds", 0, MAX_STATEMENT_TIMEOUT_MILLISECONDS
+        ),
+        lock_retries=optional("lockRetries", 0, MAX_LOCK_RETRIES),
+    )
 
 
 def _parse_backfill(name: str, body: object, path: str) -> BackfillStep:

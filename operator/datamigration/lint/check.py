@@ -36,6 +36,13 @@ from datamigration.lint.analyze import (
     analyze_sql,
     split_statements,
 )
+from datamigration.lint.expressions import (
+    SIDE_EFFECT_FUNCTION,
+    UNKNOWN_FUNCTION,
+    UNSAFE_EXPRESSION,
+    backfill_problems,
+    verify_problems,
+)
 from datamigration.lint.findings import Finding, Severity, shorten
 from datamigration.lint.rules import RULES
 
@@ -132,29 +139,33 @@ def _step_hits(step: Step, path: str, scope: PhaseScope) -> list[tuple[Hit, str]
             return [(Hit("unparseable-sql", step.sql, result), field)]
         return [(hit, field) for hit in result]
     if isinstance(step, BackfillStep):
-        hits: list[tuple[Hit, str]] = []
-        for column, expression in step.set:
-            field = f"{path}.backfill.set.{column}"
-            shown = f"{column} = {expression}"
-            hits += [
-                (h, field)
-                for h in _query_hits(f"SELECT ({expression})", shown, scope, "invalid-expression")
-            ]
-        if step.where:
-            field = f"{path}.backfill.where"
-            hits += [
-                (h, field)
-                for h in _query_hits(
-                    f"SELECT 1 WHERE ({step.where})", step.where, scope, "invalid-expression"
-                )
-            ]
-        return hits
+        # lint.expressions is the runner's own check: each value parsed as exactly one
+        # expression (no wrapper to break out of), functions on an allow-list.
+        shown = ", ".join(f"{column} = {value}" for column, value in step.set)
+        return [
+            (Hit(_EXPRESSION_RULES[problem.rule], shown, problem.message), problem.field)
+            for problem in backfill_problems(step, path)
+        ]
     if isinstance(step, VerifyStep):
         field = path + (".query" if ".verify[" in path else ".verify.query")
-        return [
+        hits = [
             (h, field) for h in _query_hits(step.query, step.query, scope, "verify-not-read-only")
         ]
+        reported = {h.rule for h, _ in hits}
+        return hits + [
+            (Hit(_EXPRESSION_RULES[problem.rule], step.query, problem.message), field)
+            for problem in verify_problems(step, field)
+            if problem.rule != UNSAFE_EXPRESSION and _EXPRESSION_RULES[problem.rule] not in reported
+        ]
     return []
+
+
+#: lint.expressions' problems as this lint's rules.
+_EXPRESSION_RULES = {
+    UNSAFE_EXPRESSION: "invalid-expression",
+    SIDE_EFFECT_FUNCTION: "side-effect-function",
+    UNKNOWN_FUNCTION: "invalid-expression",
+}
 
 
 def _query_hits(sql: str, shown: str, scope: PhaseScope, not_read_only: str) -> list[Hit]:

@@ -11,8 +11,14 @@ Guarantees:
   LIMIT n)`: the planner scans the whole table per batch, so the work grows quadratically.
 - The batch size adapts toward `targetBatchMilliseconds` (`batching.BatchSizer`): that duration
   is how long a concurrent writer may wait for a row lock held by the backfill.
-- PostgreSQL batches run with `lock_timeout` and `statement_timeout`; a batch that times out (or
-  deadlocks) is rolled back and retried at half the size, up to `MAX_RETRIES` times in a row.
+- PostgreSQL batches run with the step's `lock_timeout` and `statement_timeout` (`limits`: by
+  default 2 s and 60 s). A batch that hits the lock timeout is rolled back and retried at half the
+  size after an exponential backoff with jitter, up to the step's `lockRetries` in a row (each
+  retry logged and counted in progress as `lockRetries`; then exit 9). A batch that hits the
+  statement timeout or a deadlock is retried at half the size at once, up to `MAX_RETRIES` times
+  in a row.
+- The UPDATE is built from the `set` and `where` expressions as printed from their parse trees
+  (`lint.expressions.expression_sql`), never from the text as written.
 - PostgreSQL batches commit with `synchronous_commit = off`: the batch does not wait for its WAL
   to reach disk (that wait is a fixed cost per batch, and it competes with the application's own
   commits). This keeps exactly-once: a batch and its checkpoint are one transaction, so a server
@@ -48,7 +54,13 @@ from datamigration.runner.batching import BatchSizer
 from datamigration.runner.context import StepContext, log, utcnow
 from datamigration.runner.dberrors import describe, is_disconnect, is_retryable
 from datamigration.runner.engine import is_postgresql
-from datamigration.runner.errors import DatabaseUnreachable, Paused, StepFailed
+from datamigration.runner.errors import (
+    DatabaseUnreachable,
+    LockRetriesExhausted,
+    Paused,
+    StepFailed,
+)
+from datamigration.runner.limits import backoff, is_lock_timeout, set_session
 from datamigration.runner.progress import Progress, backfill_summary
 from datamigration.runner.sqltext import (
     POSTGRES_ROW_ESTIMATE,
@@ -57,16 +69,7 @@ from datamigration.runner.sqltext import (
     quote_table,
 )
 
-#: Session settings for the backfill's connection on PostgreSQL.
-LOCK_TIMEOUT_MS = 2_000
-STATEMENT_TIMEOUT_MS = 60_000
-BATCH_SESSION_SETTINGS = (
-    f"SET lock_timeout = {LOCK_TIMEOUT_MS}",
-    f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}",
-    # A batch commits without waiting for its WAL flush (see the module docstring).
-    "SET synchronous_commit = off",
-)
-#: Consecutive timed-out (or deadlocked) batches tolerated before the step fails.
+#: Consecutive statement-timed-out (or deadlocked) batches tolerated before the step fails.
 MAX_RETRIES = 5
 #: Integer keys use arithmetic ranges unless the key span exceeds this many times the row count
 #: (plus a constant): then empty ranges would dominate, and keyset iteration is used instead.
@@ -113,8 +116,9 @@ def run_backfill_step(
         with ctx.engine.connect() as conn:
             try:
                 if is_postgresql(ctx.engine):
-                    for setting in BATCH_SESSION_SETTINGS:
-                        conn.exec_driver_sql(setting)
+                    set_session(conn, ctx.limits)
+                    # A batch commits without waiting for its WAL flush (module docstring).
+                    conn.exec_driver_sql("SET synchronous_commit = off")
                     conn.commit()
                 return _Backfill(
                     ctx=ctx, step=step, sql=sql, conn=conn, attempt=attempt, resumed=resumed
@@ -122,16 +126,23 @@ def run_backfill_step(
             finally:
                 # Never hand this connection's session settings to the pool (and later steps).
                 conn.invalidate()
+    except LockRetriesExhausted as exc:
+        _record(ctx, attempt, ctx.scrub(exc.message))
+        raise
     except StatementError as exc:
         error = ctx.scrub(f'backfill step "{step.name}" failed: {describe(exc)}')
-        try:
-            with ctx.engine.begin() as conn:
-                ledger.fail(conn, attempt, utcnow(), error)
-        except DBAPIError as again:
-            log.warning("%s: could not record the failure: %s", ctx.label, describe(again))
+        _record(ctx, attempt, error)
         if is_disconnect(exc):
             raise DatabaseUnreachable(f"lost the database connection: {error}") from None
         raise StepFailed(error) from None
+
+
+def _record(ctx: StepContext, attempt: ledger.Attempt, error: str) -> None:
+    try:
+        with ctx.engine.begin() as conn:
+            ledger.fail(conn, attempt, utcnow(), error)
+    except DBAPIError as again:
+        log.warning("%s: could not record the failure: %s", ctx.label, describe(again))
 
 
 class _Backfill:
@@ -152,7 +163,8 @@ class _Backfill:
         self.started = time.monotonic()
         self.rows_at_start = int(resumed["rowsDone"]) if resumed else 0
         self.last_log = self.started
-        self.retries = 0
+        self.retries = 0  # consecutive statement timeouts / deadlocks
+        self.lock_retries = 0  # consecutive lock timeouts
 
     def run(self) -> Progress:
         with self.conn.begin():
@@ -234,6 +246,9 @@ class _Backfill:
                         self.conn, self.attempt, after.checkpoint(), after.rows_done
                     )
             except DBAPIError as exc:
+                if is_lock_timeout(exc):
+                    self._lock_retry(exc, sizer, state)
+                    continue
                 if not is_retryable(exc) or self.retries >= MAX_RETRIES:
                     raise
                 self.retries += 1
@@ -248,9 +263,35 @@ class _Backfill:
                 continue
             state.last, state.rows_done = after.last, after.rows_done
             state.scanned, state.batch_size = after.scanned, after.batch_size
-            self.retries = 0
+            self.retries = self.lock_retries = 0
             sizer.observe(units, time.perf_counter() - began)
             return True
+
+    def _lock_retry(self, exc: DBAPIError, sizer: BatchSizer, state: _State) -> None:
+        """After a batch's lock timeout (rolled back): back off, smaller, or give up."""
+        limits = self.ctx.limits
+        if self.lock_retries >= limits.lock_retries:
+            raise LockRetriesExhausted(
+                f"{self.ctx.label}: a batch could not get its row locks: lock_timeout "
+                f"({limits.lock_timeout_ms} ms) expired {self.lock_retries + 1} time(s) in a row, "
+                f"lockRetries is {limits.lock_retries} ({describe(exc)})"
+            ) from None
+        self.lock_retries += 1
+        self.ctx.retries.total += 1
+        delay = backoff(self.lock_retries)
+        log.warning(
+            "%s: batch lock timeout after %d ms (%s); rolled back, retry %d/%d in %.2f s "
+            "with batch size %d",
+            self.ctx.label,
+            limits.lock_timeout_ms,
+            describe(exc),
+            self.lock_retries,
+            limits.lock_retries,
+            delay,
+            sizer.back_off(),
+        )
+        self.ctx.reporter.report(self._progress(state, finished=False))
+        time.sleep(delay)
 
     def _integer_batch(self, state: _State, size: int) -> tuple[int, int, Any] | None:
         low = int(state.last)
@@ -361,6 +402,7 @@ class _Backfill:
             rows_per_second=int((state.rows_done - self.rows_at_start) / elapsed),
             batch_size=state.batch_size,
             summary=backfill_summary(phase, percent, state.rows_done, estimate),
+            lock_retries=self.ctx.retries.total,
         )
 
     def _fraction(self, state: _State) -> float:

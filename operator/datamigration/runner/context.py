@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
 from datamigration.core.steps import Step
 from datamigration.runner.ledger import StepKey
+from datamigration.runner.limits import Limits, RetryCounter, limits_for
 from datamigration.runner.plan import Plan
 from datamigration.runner.progress import Progress, Reporter, step_summary
 
@@ -35,6 +36,12 @@ class StepContext:
     index: int  # 1-based position in the phase
     scrub: Callable[[str], str]
     reporter: Reporter
+    retries: RetryCounter = field(default_factory=RetryCounter)  # shared by the whole run
+
+    @property
+    def limits(self) -> Limits:
+        """The lock/statement timeouts and lock retries of this step."""
+        return limits_for(self.step, self.plan.limits)
 
     @property
     def count(self) -> int:
@@ -59,4 +66,9 @@ class StepContext:
             step_count=self.count,
             percent=round(100 * finished / self.count) if self.count else 100,
             summary=step_summary(self.plan.phase, self.index, self.count),
+            lock_retries=self.retries.total,
         )
+
+    def report_retry(self) -> None:
+        """Publish the lock-retry count (throttled; the end of the step always reports)."""
+        self.reporter.report(self.step_progress(done=False))

@@ -9,6 +9,10 @@ SQLite's write lock up front, so a step never fails half-way on a read-to-write 
 We never switch SQLite connections to AUTOCOMMIT: SQLAlchemy would reset the driver's
 `isolation_level` afterwards and silently undo the recipe.
 
+PostgreSQL connections start with `lock_timeout` at the built-in default (2 s), so even the runner's
+own bookkeeping (ledger reads, the ledger's creation) never queues application queries behind it;
+steps then set their own limits per transaction (`limits`).
+
 URLs: `postgresql://`, `postgres://` and `postgresql+psycopg://` all use psycopg 3; `sqlite:///path`
 must name an existing file (a typo must not create an empty database and "migrate" it).
 Messages never contain the URL.
@@ -23,6 +27,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from datamigration.core.steps import DEFAULT_LOCK_TIMEOUT_MILLISECONDS
 from datamigration.runner.errors import DatabaseUnreachable, InvalidInput
 
 _POSTGRES_DRIVERS = {"postgres", "postgresql", "postgresql+psycopg"}
@@ -52,6 +57,11 @@ def database_url(raw: str) -> URL:
     )
 
 
+def dialect_of(raw_url: str) -> str:
+    """`sqlite` or `postgresql` (also for an unusable URL: `database_url` reports that)."""
+    return "sqlite" if raw_url.strip().lower().startswith("sqlite") else "postgresql"
+
+
 def is_postgresql(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
@@ -68,7 +78,7 @@ def make_engine(raw_url: str) -> Engine:
     """An Engine for `raw_url` with transactional DDL on both dialects."""
     url = database_url(raw_url)
     if url.drivername == "postgresql+psycopg":
-        return create_engine(
+        postgres = create_engine(
             url,
             connect_args={
                 "connect_timeout": CONNECT_TIMEOUT_SECONDS,
@@ -77,6 +87,8 @@ def make_engine(raw_url: str) -> Engine:
             pool_size=2,
             max_overflow=2,
         )
+        event.listen(postgres, "connect", _postgres_connect)
+        return postgres
     database = url.database
     if database and database != ":memory:" and not Path(database).is_file():
         raise DatabaseUnreachable(f"the SQLite database file {database} does not exist")
@@ -84,6 +96,12 @@ def make_engine(raw_url: str) -> Engine:
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _postgres_connect(dbapi_connection: Any, _record: Any) -> None:
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET lock_timeout = {DEFAULT_LOCK_TIMEOUT_MILLISECONDS}")
+    dbapi_connection.commit()
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

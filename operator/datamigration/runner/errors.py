@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     DATABASE_UNREACHABLE = 6
     STEP_FAILED = 7
     ROLLOUT_REGRESSED = 8
+    LOCK_RETRIES_EXHAUSTED = 9
     PAUSED = 75
 
 
@@ -75,16 +76,27 @@ class StepFailed(RunnerError):
     exit_code = ExitCode.STEP_FAILED
 
 
+class RolloutRegressed(RunnerError):
+    """The contract's gate no longer holds (e.g. a pod of the old code is back).
+
+    Raised by the `before_destructive` hook of `phase.run_phase` immediately before a contract
+    step; the step's transaction is rolled back, so nothing destructive happened. The message
+    names what regressed (the workload, the pods).
+    """
+
+    exit_code = ExitCode.ROLLOUT_REGRESSED
+
+
+class LockRetriesExhausted(RunnerError):
+    """A step's statements hit `lock_timeout` more often than its `lockRetries` allow."""
+
+    exit_code = ExitCode.LOCK_RETRIES_EXHAUSTED
+
+
 class LedgerConflict(RunnerError):
     """The ledger row changed under us: someone else runs this migration without the lock."""
 
     exit_code = ExitCode.UNEXPECTED
-
-
-class RolloutRegressed(RunnerError):
-    """Right before a destructive contract step, the rollout proof no longer held (old pods)."""
-
-    exit_code = ExitCode.ROLLOUT_REGRESSED
 
 
 class Paused(RunnerError):

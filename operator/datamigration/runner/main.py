@@ -23,7 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from datamigration import __version__
 from datamigration.runner import gate, logs
 from datamigration.runner.dberrors import describe, is_disconnect
-from datamigration.runner.engine import make_engine
+from datamigration.runner.engine import dialect_of, make_engine
 from datamigration.runner.errors import (
     DatabaseUnreachable,
     ExitCode,
@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     scrubber = Scrubber()
     logs.configure(scrubber)
     try:
-        plan = read_plan(args.plan, os.environ)
+        plan = read_plan(
+            args.plan, os.environ, dialect_of(os.environ.get(args.database_url_env, ""))
+        )
         if args.command == "gate":
             return _gate_only(plan)
         raw_url = os.environ.get(args.database_url_env, "")

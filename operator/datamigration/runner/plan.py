@@ -12,18 +12,34 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from datamigration.core.errors import SpecError
-from datamigration.core.steps import STEP_PHASES, CommandStep, Step, parse_steps
+from datamigration.core.steps import (
+    STEP_PHASES,
+    BackfillStep,
+    CommandStep,
+    SqlStep,
+    Step,
+    VerifyStep,
+    parse_steps,
+)
+from datamigration.lint.expressions import (
+    POSTGRESQL,
+    UnsafeExpression,
+    backfill_problems,
+    verify_problems,
+)
 from datamigration.runner.errors import InvalidInput
+from datamigration.runner.limits import Defaults, parse_defaults
+from datamigration.runner.statements import check_sql_step
 
 PLAN_ENV = "DATAMIGRATION_PLAN"
 KNOWN_FIELDS = frozenset(
-    {"migration", "phase", "steps", "allowChecksumChange", "report", "rolloutGate"}
+    {"migration", "phase", "steps", "allowChecksumChange", "limits", "report", "rolloutGate"}
 )
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -62,9 +78,10 @@ class Plan:
     allow_checksum_change: bool = False
     report: ReportTarget | None = None
     rollout_gate: RolloutGate | None = None
+    limits: Defaults = field(default_factory=Defaults)  # spec-wide statement limits (spec.runner.*)
 
 
-def read_plan(plan_file: str | None, environ: Mapping[str, str]) -> Plan:
+def read_plan(plan_file: str | None, environ: Mapping[str, str], dialect: str = POSTGRESQL) -> Plan:
     """The plan from `--plan FILE` if given, else from `$DATAMIGRATION_PLAN`."""
     if plan_file:
         try:
@@ -85,18 +102,18 @@ def read_plan(plan_file: str | None, environ: Mapping[str, str]) -> Plan:
             document = json.loads(text)
         except ValueError as exc:
             raise InvalidInput(f"${PLAN_ENV} is not valid JSON: {exc}") from None
-    return parse_plan(document)
+    return parse_plan(document, dialect)
 
 
-def parse_plan(document: object) -> Plan:
+def parse_plan(document: object, dialect: str = POSTGRESQL) -> Plan:
     """Validate a decoded plan document; raises `InvalidInput` naming the field."""
     try:
-        return _parse(document)
+        return _parse(document, dialect)
     except SpecError as exc:
         raise InvalidInput(f"invalid plan: {exc}") from None
 
 
-def _parse(document: object) -> Plan:
+def _parse(document: object, dialect: str) -> Plan:
     if not isinstance(document, Mapping):
         raise SpecError("plan", "must be a JSON/YAML object")
     unknown = sorted(str(key) for key in document if key not in KNOWN_FIELDS)
@@ -113,12 +130,7 @@ def _parse(document: object) -> Plan:
         raise SpecError("plan.phase", f"must be one of {', '.join(STEP_PHASES)}")
     steps = parse_steps(document.get("steps"), "plan.steps")
     for index, step in enumerate(steps):
-        if isinstance(step, CommandStep):
-            raise SpecError(
-                f"plan.steps[{index}].command",
-                f'step "{step.name}" is a command step: the operator runs it as its own Job, '
-                "the runner does not execute containers",
-            )
+        _check_step(step, f"plan.steps[{index}]", dialect)
 
     allow = document.get("allowChecksumChange", False)
     if not isinstance(allow, bool):
@@ -143,6 +155,7 @@ def _parse(document: object) -> Plan:
         allow_checksum_change=allow,
         report=target,
         rollout_gate=_rollout_gate(document.get("rolloutGate")),
+        limits=parse_defaults(document.get("limits")),
     )
 
 
@@ -170,6 +183,27 @@ def _rollout_gate(raw: object) -> RolloutGate | None:
         container=str(raw["container"]),
         expected_image=image,
     )
+
+
+def _check_step(step: Step, path: str, dialect: str) -> None:
+    """What the step parser cannot see: all-or-nothing SQL, expressions that cannot break out."""
+    if isinstance(step, CommandStep):
+        raise SpecError(
+            f"{path}.command",
+            f'step "{step.name}" is a command step: the operator runs it as its own Job, '
+            "the runner does not execute containers",
+        )
+    if isinstance(step, SqlStep):
+        check_sql_step(step, path)
+    problems = (
+        backfill_problems(step, path, dialect)
+        if isinstance(step, BackfillStep)
+        else verify_problems(step, f"{path}.verify.query", dialect)
+        if isinstance(step, VerifyStep)
+        else []
+    )
+    if problems:
+        raise UnsafeExpression(problems[0])
 
 
 def _is_label(value: object) -> bool:

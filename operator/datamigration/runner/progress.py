@@ -52,6 +52,7 @@ class Progress:
     rows_per_second: int = 0
     batch_size: int = 0
     summary: str = ""
+    lock_retries: int = 0  # lock-timeout retries in this run (all steps so far)
 
     def to_status(self, now: datetime) -> JSON:
         return {
@@ -65,6 +66,7 @@ class Progress:
             "rowsPerSecond": self.rows_per_second,
             "batchSize": self.batch_size,
             "summary": self.summary,
+            "lockRetries": self.lock_retries,
             "updatedAt": rfc3339(now),
         }
 

@@ -1,11 +1,14 @@
 """The only place where the runner builds SQL text, and the rules it follows.
 
-Why: user SQL (steps, `set` expressions, `where`, verify queries) must reach the database as
-written, while our own statements (backfill batches, bounds) splice in identifiers. Identifiers
-were validated by `core.steps` (plain identifiers, optionally schema-qualified) and are quoted
-here with the dialect's preparer; every value is a bound parameter. User expressions are wrapped
-in parentheses so they stay one operand, and their colons are escaped so SQLAlchemy never takes
-text like `':x'` for a bind parameter.
+Why: user statements (sql steps, verify queries) must reach the database as written, while our
+own statements (backfill batches, bounds) are built here. Identifiers were validated by
+`core.steps` (plain identifiers, optionally schema-qualified) and are quoted here with the
+dialect's preparer; every value is a bound parameter. Backfill `set` values and `where` go
+through `lint.expressions.expression_sql`: on PostgreSQL each is parsed as exactly one expression
+and printed back from the parse tree; on SQLite (syntax PostgreSQL's parser may reject) its tokens
+must show one expression that cannot close the parentheses it is wrapped in. Only that text is
+wrapped in parentheses (one operand) with its colons escaped (so SQLAlchemy never takes `':x'`
+for a bind parameter).
 
 Parameters in `text()` are cast with `CAST(:x AS BIGINT)`, never `:x::bigint` (that is not a
 bind parameter to SQLAlchemy), and integer bounds are always computed in Python: psycopg 3 binds
@@ -26,6 +29,7 @@ from pglast.parser import ParseError
 from sqlalchemy import Connection, CursorResult, Dialect, TextClause, text
 
 from datamigration.core.steps import BackfillStep
+from datamigration.lint.expressions import expression_sql
 
 #: Send user SQL without a parameter collection, so the driver does not parse it for
 #: placeholders (psycopg would take `%` in `LIKE 'a%'` for one).
@@ -75,10 +79,11 @@ def backfill_sql(dialect: Dialect, step: BackfillStep) -> BackfillSql:
     table = quote_table(dialect, step.table)
     key = quote_column(dialect, step.key)
     assignments = ", ".join(
-        f"{quote_column(dialect, column)} = ({_verbatim(expression)})"
+        f"{quote_column(dialect, column)} = ({_escaped(_expression(dialect, expression, column))})"
         for column, expression in step.set
     )
-    extra = f" AND ({_verbatim(step.where)})" if step.where else ""
+    where = expression_sql(step.where, "where", dialect=dialect.name) if step.where else None
+    extra = f" AND ({_escaped(where)})" if where else ""
     update = f"UPDATE {table} SET {assignments} WHERE "
     return BackfillSql(
         key_bounds=text(f"SELECT min({key}), max({key}) FROM {table}"),
@@ -97,8 +102,12 @@ def backfill_sql(dialect: Dialect, step: BackfillStep) -> BackfillSql:
     )
 
 
-def _verbatim(expression: str) -> str:
-    """User SQL inside `text()`: escape colons so `:name` and `'10:30'` are not bind parameters."""
+def _expression(dialect: Dialect, expression: str, column: str) -> str:
+    return expression_sql(expression, column, in_set=True, dialect=dialect.name)
+
+
+def _escaped(expression: str) -> str:
+    """Expression text inside `text()`: escape colons so `:x` and `'10:30'` stay as they are."""
     return expression.replace(":", "\\:")
 
 
