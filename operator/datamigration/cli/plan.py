@@ -23,8 +23,8 @@ from datamigration.core.errors import SpecError
 from datamigration.core.jobs import Owner, job_name
 from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec, PhaseSteps, parse_spec
 from datamigration.core.steps import BackfillStep, CommandStep, SqlStep, Step, VerifyStep
-from datamigration.validation import validate
 from datamigration.lint import Finding, Severity, format_findings, lint_document, lint_steps
+from datamigration.validation import validate
 
 KIND = "DataMigration"
 SUMMARY_WIDTH = 80

@@ -21,8 +21,8 @@ from datamigration.controller.act import act
 from datamigration.controller.observe import observe
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.decide import TERMINAL, Invalid, Observed, decide
-from datamigration.validation import validate
 from datamigration.k8s.cluster import ClusterApi
+from datamigration.validation import validate
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
