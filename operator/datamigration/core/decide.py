@@ -477,6 +477,13 @@ def _adopt_jobs(run: _Run) -> None:
             rec["job"] = job.name
             rec["state"] = "Running"
             rec.setdefault("startedAt", _iso(run.now))
+            # Whoever records the start announces it (the process that created the Job may
+            # have lost the status write to another one).
+            run.event(
+                "Normal",
+                R.PHASE_STARTED,
+                f"phase {job.phase} started (attempt {job.attempt}, Job {job.name})",
+            )
 
 
 def _current_job(run: _Run, phase: str) -> JobObservation | None:
