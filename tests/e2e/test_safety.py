@@ -97,8 +97,13 @@ def test_approve_then_edit_the_contract_runs_nothing_until_approved_again(
     assert stale["status"]["phase"] == "AwaitingApproval"
     assert phase_jobs(kube, namespace, "contract") == []
     assert {"nickname", "email"} <= columns(shop.engine), "the edited statement did not run"
-    assert any(
-        e["reason"] == "ApprovalStale" and e["type"] == "Warning" for e in events(kube, namespace)
+    eventually(
+        lambda: any(
+            e["reason"] == "ApprovalStale" and e["type"] == "Warning"
+            for e in events(kube, namespace)
+        ),
+        timeout=10,
+        what="an ApprovalStale Warning",
     )
 
     assert cli(["-n", namespace, "approve", NAME]) == 0
@@ -128,8 +133,12 @@ def test_edit_of_a_finished_expand_step_stalls_with_spec_changed(
     )
     assert "spec.expand step add-email-address" in obj["status"]["message"]
     assert "datamigration.dev/accept-change=expand/" in obj["status"]["message"]
-    assert any(
-        e["reason"] == "SpecChanged" and e["type"] == "Warning" for e in events(kube, namespace)
+    eventually(
+        lambda: any(
+            e["reason"] == "SpecChanged" and e["type"] == "Warning" for e in events(kube, namespace)
+        ),
+        timeout=10,
+        what="a SpecChanged Warning",
     )
     assert obj["status"]["phase"] != "Succeeded"
 
@@ -216,9 +225,13 @@ def test_phase_pod_that_cannot_start_stalls_with_its_reason_within_seconds(
     )
     assert time.monotonic() - created < 10.0
     assert "unpullable.invalid/runner:1" in obj["status"]["message"]
-    assert any(
-        e["type"] == "Warning" and e["reason"] in ("ErrImagePull", "ImagePullBackOff")
-        for e in events(kube, namespace)
+    eventually(
+        lambda: any(
+            e["type"] == "Warning" and e["reason"] in ("ErrImagePull", "ImagePullBackOff")
+            for e in events(kube, namespace)
+        ),
+        timeout=10,
+        what="a Warning with the pod's reason",
     )
 
 

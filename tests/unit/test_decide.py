@@ -662,3 +662,13 @@ def test_contract_exit_8_is_rollout_regressed() -> None:
     s = rollout_done().status
     d = run(status=s, obs=observed(PROVEN, *DONE_DB, job("contract", 1, "Failed", 8)))
     assert cond(d, "Stalled")["reason"] == "RolloutRegressed" and "boom" in d.status["message"]
+
+
+def test_a_new_stall_gets_its_warning_even_with_another_event() -> None:
+    s = run().status
+    running = run(status=s, obs=observed(Cluster(), job("expand", 1, "Running"))).status
+    d = run(edited_expand(), running, observed(Cluster(), job("expand", 1, "Succeeded")))
+    assert "PhaseSucceeded" in events(d) and "SpecChanged" in events(d)
+    assert [
+        a.type for a in d.actions if isinstance(a, EmitEvent) and a.reason == "SpecChanged"
+    ] == ["Warning"]

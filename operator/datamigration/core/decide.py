@@ -261,12 +261,15 @@ class _Run:
         if old_key == new_key:
             return
         reason = str(new_ready.get("reason", ""))
-        if any(isinstance(a, EmitEvent) for a in self.actions):
-            return
         stalled = find(self.status["conditions"], R.STALLED) or {}
         kind: Literal["Normal", "Warning"] = (
             "Warning" if stalled.get("status") == "True" else "Normal"
         )
+        emitted = [a for a in self.actions if isinstance(a, EmitEvent)]
+        # A more specific Event already tells the story, except that a new stall always gets
+        # its own Warning (a person must act).
+        if any(a.reason == reason for a in emitted) or (emitted and kind == "Normal"):
+            return
         self.event(kind, reason, str(self.status.get("message", "")))
 
 
