@@ -24,6 +24,7 @@ from typing import Any, Protocol, TextIO
 from datamigration.cli import render
 from datamigration.cli.errors import EXIT_FAILURE, EXIT_OK, CliError
 from datamigration.core import rules
+from datamigration.core.status import Status
 from datamigration.k8s.client import KubeError
 
 JSON = dict[str, Any]
@@ -90,11 +91,6 @@ def fetch(api: MigrationApi, namespace: str, name: str) -> JSON:
 def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     spec = obj.get("spec")
     return spec if isinstance(spec, Mapping) else {}
-
-
-def _record(obj: Mapping[str, Any], phase: str) -> Mapping[str, Any]:
-    rec = ((obj.get("status") or {}).get("phases") or {}).get(phase)
-    return rec if isinstance(rec, Mapping) else {}
 
 
 def _say(out: TextIO, *lines: str) -> None:
@@ -205,11 +201,10 @@ def approve(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int
             "proven" + (" and its verify queries pass" if contract.get("verify") else ""),
             "to require a person's approval, set spec.contract.approval: Manual",
         )
-    raw_known = status.get("contract")
-    known: Mapping[str, Any] = raw_known if isinstance(raw_known, Mapping) else {}
-    digest = known.get("digest")
+    known = Status.from_dict(status)
+    digest = known.contract.digest
     if not digest:
-        why = known.get("message") or "the operator has not computed it yet (is it running?)"
+        why = known.contract.message or "the operator has not computed it yet (is it running?)"
         raise CliError(
             f'cannot approve datamigration "{name}" yet: the digest of its contract is not known: '
             f"{why}",
@@ -217,11 +212,11 @@ def approve(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int
             f"`kubectl datamigration status {_ref(name, namespace)}` shows the digest",
         )
     meta = obj.get("metadata") or {}
-    if status.get("observedGeneration") != meta.get("generation"):
+    if known.observed_generation != meta.get("generation"):
         raise CliError(
             f'cannot approve datamigration "{name}" yet: its spec changed (generation '
             f"{meta.get('generation')}) and the operator has not computed the new digest "
-            f"(status describes generation {status.get('observedGeneration')})",
+            f"(status describes generation {known.observed_generation})",
             "try again in a moment",
         )
     if contract.get("approvedDigest") == digest:
@@ -387,7 +382,7 @@ def retry(
     if failed == "codeRollout":
         nxt = "the operator re-arms code-rollout and waits for the rollout proof again"
     elif failed is not None:
-        attempt = int(_record(obj, failed).get("attempts") or 0) + 1
+        attempt = Status.from_dict(obj.get("status")).record(failed).attempts + 1
         nxt = (
             f"the operator re-arms phase {failed} and starts attempt {attempt} in a new Job; "
             "steps already recorded as done are not run again"

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from datamigration.core.digest import short
+from datamigration.core.rules import SETTLED
 from datamigration.core.spec import PHASES
 
 __all__ = ["short"]
@@ -22,7 +23,7 @@ __all__ = ["short"]
 JSON = Mapping[str, Any]
 
 #: Summary phases after which nothing changes by itself (`status --watch` stops there).
-TERMINAL_PHASES = ("Succeeded", "Failed", "Aborted", "Invalid")
+TERMINAL_PHASES = SETTLED
 #: Recent Events shown by `status`.
 MAX_EVENTS = 10
 BAR_WIDTH = 30
