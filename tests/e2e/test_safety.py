@@ -267,7 +267,11 @@ def test_pause_is_enforced_when_the_runner_cannot_hear_it_and_is_never_a_warning
         lambda: count(shop.engine, "email_address IS NOT NULL") > 0, timeout=120, what="backfill"
     )
     assert cli(["-n", namespace, "pause", NAME]) == 0
-    eventually(lambda: status(kube, namespace).get("phase") == "Paused", timeout=30, what="Paused")
+    eventually(
+        lambda: condition(kube.migration(namespace, NAME), "Ready").get("reason") == "Pausing",
+        timeout=30,
+        what="Pausing (the Job still runs)",
+    )
     stopped = eventually(
         lambda: not phase_jobs(kube, namespace, "backfill") and status(kube, namespace),
         timeout=90,

@@ -586,7 +586,8 @@ def test_pause_is_enforced_by_deleting_the_backfill_job_after_the_grace() -> Non
     s = run(status=s, obs=observed(Cluster(), job("expand", 1, "Succeeded"))).status
     running = (job("expand", 1, "Succeeded"), job("backfill", 1, "Running"))
     d = run(spec(paused=True), s, observed(Cluster(), *running))
-    assert d.status["phase"] == "Paused" and not any(isinstance(a, DeleteJob) for a in d.actions)
+    assert d.status["phase"] == "Backfilling" and cond(d, "Ready")["reason"] == "Pausing"
+    assert not any(isinstance(a, DeleteJob) for a in d.actions)
     assert [a.type for a in d.actions if isinstance(a, EmitEvent)] == ["Normal"]
     late = run(
         spec(paused=True), d.status, observed(Cluster(), *running), NOW + timedelta(seconds=31)

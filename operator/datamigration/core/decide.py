@@ -755,12 +755,12 @@ def _running(run: _Run, spec: MigrationSpec, phase: str, job: JobObservation) ->
                 progressing=("False", R.PAUSED),
             )
             return False
+        # Not "Paused" yet: that phase means nothing runs any more.
         run.set(
-            "Paused",
+            label,
             f"pausing: backfill Job {job.name} stops after the batch in progress (else the "
-            f"operator stops it in {int(PAUSE_GRACE_SECONDS - waited)}s)",
+            f"operator stops it {int(PAUSE_GRACE_SECONDS)}s after the pause was seen)",
             ready=("False", R.PAUSING),
-            progressing=("False", R.PAUSING),
         )
         run.requeue_after = max(1.0, PAUSE_GRACE_SECONDS - waited)
         return False
