@@ -327,7 +327,14 @@ def test_two_migrations_on_one_workload_the_younger_stalls(
 ) -> None:
     shop = setup_shop(kube, namespace, pg_url)
     kube.apply(rename_migration(namespace, approval="Manual"))
-    eventually(lambda: status(kube, namespace).get("phase"), timeout=60, what="first status")
+    # creationTimestamp has one-second resolution: the second one is created visibly later.
+    eventually(
+        lambda: (
+            status(kube, namespace).get("phases", {}).get("expand", {}).get("state") == "Succeeded"
+        ),
+        timeout=120,
+        what="the first migration under way",
+    )
     second = rename_migration(namespace, image="registry.example/shop-api:3.0")
     second["metadata"]["name"] = "other"
     second["spec"]["expand"]["steps"][0] = {

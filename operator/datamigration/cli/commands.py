@@ -211,6 +211,9 @@ def approve(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int
             "an approval names the exact contract it approves; try again once "
             f"`kubectl datamigration status {_ref(name, namespace)}` shows the digest",
         )
+    if contract.get("approvedDigest") == digest:
+        _say(out, f'datamigration "{name}" is already approved (contract {render.short(digest)})')
+        return EXIT_OK
     meta = obj.get("metadata") or {}
     if known.observed_generation != meta.get("generation"):
         raise CliError(
@@ -219,9 +222,6 @@ def approve(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int
             f"(status describes generation {known.observed_generation})",
             "try again in a moment",
         )
-    if contract.get("approvedDigest") == digest:
-        _say(out, f'datamigration "{name}" is already approved (contract {render.short(digest)})')
-        return EXIT_OK
     patch: JSON = {"spec": {"contract": {"approved": True, "approvedDigest": digest}}}
     if meta.get("resourceVersion"):  # nothing may change between reading the digest and this
         patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}

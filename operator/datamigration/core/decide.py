@@ -380,7 +380,8 @@ def _spec_changed(run: _Run, spec: MigrationSpec) -> bool:
 
 def _workload_owner(run: _Run, spec: MigrationSpec) -> bool:
     """One workload, one owner: of two unfinished migrations that want different images in the
-    same container, the older one (by creationTimestamp) goes on, the other waits."""
+    same container, the older one (by creationTimestamp, then by name: timestamps have
+    one-second resolution) goes on, the other waits."""
     me = (run.observed.created, run.observed.name)
     for peer in sorted(run.observed.peers, key=lambda p: (p.created, p.name)):
         if (
