@@ -14,8 +14,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from datamigration.core.decide import ACCEPT_CHANGE_ANNOTATION, Invalid, Observed, Peer, Workload
+from datamigration.core.decide import ACCEPT_CHANGE_ANNOTATION
 from datamigration.core.jobs import LABEL_MIGRATION_UID, observe_job, true_condition
+from datamigration.core.observed import Invalid, Observed, Peer, Workload
 from datamigration.core.redact import scrub
 from datamigration.core.spec import MigrationSpec
 from datamigration.k8s.cluster import label_selector

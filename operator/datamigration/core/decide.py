@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from datamigration.core import gates
 from datamigration.core import reasons as R
 from datamigration.core.conditions import Condition, find, set_conditions
 from datamigration.core.digest import (
@@ -48,8 +49,9 @@ from datamigration.core.digest import (
     short,
 )
 from datamigration.core.jobs import EXIT_PAUSED, EXIT_VERIFY_FAILED, JobObservation
+from datamigration.core.observed import Invalid, Observed, Peer, Workload
 from datamigration.core.pods import start_problem, started
-from datamigration.core.rollout import RolloutVerdict, container_names, evaluate_rollout
+from datamigration.core.rollout import RolloutVerdict, evaluate_rollout
 from datamigration.core.rules import TERMINAL, contract_started
 from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec
 
@@ -59,59 +61,13 @@ PHASE_LABELS = {
     "codeRollout": "RollingOut",
     "contract": "Contracting",
 }
-SECRET_RECHECK_SECONDS = 10.0
 #: How long a running backfill may take to stop by itself after spec.paused before the operator
 #: deletes its Job (each batch is its own transaction: nothing is lost).
 PAUSE_GRACE_SECONDS = 30.0
 #: The runner's exit code when its own re-check of the rollout proof failed (contract).
 EXIT_ROLLOUT_REGRESSED = 8
 ACCEPT_CHANGE_ANNOTATION = "datamigration.dev/accept-change"
-__all__ = ["TERMINAL", "decide"]
-
-
-@dataclass(frozen=True)
-class Invalid:
-    """A spec that failed validation: each problem names its field."""
-
-    problems: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Workload:
-    """The workload as listed from the API: the Deployment, its ReplicaSets, its pods."""
-
-    deployment: Mapping[str, Any]
-    replicasets: Sequence[Mapping[str, Any]] = ()
-    pods: Sequence[Mapping[str, Any]] = ()
-
-
-@dataclass(frozen=True)
-class Peer:
-    """Another DataMigration of the namespace, as far as workload ownership is concerned."""
-
-    name: str
-    created: str  # metadata.creationTimestamp
-    workload: str
-    container: str
-    image: str | None
-    phase: str
-
-
-@dataclass(frozen=True)
-class Observed:
-    generation: int
-    secret_exists: bool
-    workload: Workload | None  # None: the Deployment does not exist
-    jobs: Sequence[JobObservation] = ()
-    retry_token: str = ""
-    secret_has_key: bool = True
-    #: The pods of each of the migration's Jobs, by Job name.
-    job_pods: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
-    #: The `datamigration.dev/accept-change` annotation.
-    accept_change: str = ""
-    name: str = ""
-    created: str = ""
-    peers: Sequence[Peer] = ()
+__all__ = ["TERMINAL", "Invalid", "Observed", "Peer", "Workload", "decide"]
 
 
 @dataclass(frozen=True)
@@ -297,8 +253,13 @@ def decide(
     if spec.abort and _abort(run, spec):
         return run.decision()
     _apply_retry(run)
-    for gate in (_spec_changed, _workload_owner, _secret, _workload_exists):
-        if gate(run, spec):
+    if _spec_changed(run, spec):
+        return run.decision()
+    for gate in (gates.workload_owner, gates.secret, gates.workload_exists):
+        blocked = gate(spec, observed)
+        if blocked is not None:
+            run.stall(blocked.phase or _keep_phase(run), blocked.reason, blocked.message)
+            run.requeue_after = blocked.recheck_after
             return run.decision()
 
     for phase in PHASES:
@@ -376,72 +337,6 @@ def _spec_changed(run: _Run, spec: MigrationSpec) -> bool:
         return False
     run.stall(_keep_phase(run), R.SPEC_CHANGED, "; ".join(blocked) + "; nothing runs until then")
     return True
-
-
-def _workload_owner(run: _Run, spec: MigrationSpec) -> bool:
-    """One workload, one owner: of two unfinished migrations that want different images in the
-    same container, the older one (by creationTimestamp, then by name: timestamps have
-    one-second resolution) goes on, the other waits."""
-    me = (run.observed.created, run.observed.name)
-    for peer in sorted(run.observed.peers, key=lambda p: (p.created, p.name)):
-        if (
-            peer.name == run.observed.name
-            or peer.phase in TERMINAL
-            or peer.workload != spec.workload.name
-            or peer.container != spec.workload.container
-            or peer.image == spec.workload.image
-            or (peer.created, peer.name) >= me
-        ):
-            continue
-        run.stall(
-            _keep_phase(run),
-            R.WORKLOAD_CONFLICT,
-            f"DataMigration {peer.name} (phase {peer.phase}) also targets Deployment "
-            f"{spec.workload.name} container {spec.workload.container} with image "
-            f"{peer.image or '(observed)'}; this one (image {spec.workload.image or '(observed)'}) "
-            f"waits until {peer.name} has Succeeded or is Aborted",
-        )
-        run.requeue_after = SECRET_RECHECK_SECONDS
-        return True
-    return False
-
-
-def _secret(run: _Run, spec: MigrationSpec) -> bool:
-    ref = spec.database
-    if not run.observed.secret_exists:
-        message = f"Secret {ref.name} (spec.database.urlFrom.secretKeyRef.name) not found"
-        reason = R.SECRET_NOT_FOUND
-    elif not run.observed.secret_has_key:
-        message = (
-            f"Secret {ref.name} has no key {ref.key!r} "
-            "(spec.database.urlFrom.secretKeyRef.key); no Job is created until it does"
-        )
-        reason = R.SECRET_KEY_NOT_FOUND
-    else:
-        return False
-    run.stall(_keep_phase(run), reason, message)
-    run.requeue_after = SECRET_RECHECK_SECONDS  # Secrets are not watched
-    return True
-
-
-def _workload_exists(run: _Run, spec: MigrationSpec) -> bool:
-    if run.observed.workload is None:
-        run.stall(
-            _keep_phase(run),
-            R.WORKLOAD_NOT_FOUND,
-            f"Deployment {spec.workload.name} (spec.workload.name) not found",
-        )
-        return True
-    names = container_names(run.observed.workload.deployment)
-    if spec.workload.container not in names:
-        run.stall(
-            "Invalid",
-            R.INVALID_SPEC,
-            f"spec.workload.container: Deployment {spec.workload.name} has no container "
-            f"{spec.workload.container!r} (containers: {', '.join(names) or 'none'})",
-        )
-        return True
-    return False
 
 
 def _approval(run: _Run, spec: MigrationSpec, digest: str | None) -> tuple[str, str] | None:
