@@ -76,7 +76,9 @@ class FakeApi:
     def get_migration(self, namespace: str, name: str) -> JSON | None:
         return copy.deepcopy(self.migration)
 
-    def list_migrations(self, namespace: str | None = None) -> list[JSON]:
+    def list_migrations(
+        self, namespace: str | None = None, workload: str | None = None
+    ) -> list[JSON]:
         return [copy.deepcopy(self.migration)]
 
     def patch_migration_status(

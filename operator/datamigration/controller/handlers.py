@@ -68,6 +68,7 @@ async def migration_event(
     namespace: str | None,
     name: str,
     spec: kopf.Spec,
+    status: kopf.Status,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
@@ -75,7 +76,12 @@ async def migration_event(
         _reconciler(memo).forget(namespace, name)
     else:
         _reconciler(memo).enqueue(namespace, name)
-    # Another migration of the same workload may be waiting for this one (WorkloadConflict).
+    # Another migration of the same workload may be waiting for this one (WorkloadConflict):
+    # wake it when this one is gone or finished, not on every change (that would be a storm
+    # among many migrations of one workload).
+    finished = event["type"] == "DELETED" or status.get("phase") in ("Succeeded", "Aborted")
+    if not finished:
+        return
     workload = spec.get("workload", {}).get("name")
     for other, active in _by_workload(kwargs).get((namespace, workload), []):
         if other != name and active:

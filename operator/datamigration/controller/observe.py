@@ -79,7 +79,8 @@ def observe(api: OperatorApi, body: dict[str, Any], spec: MigrationSpec | Invali
             pods=api.list_pods(namespace, selector),
         )
     has_key = api.secret_has_key(namespace, spec.database.name, spec.database.key)
-    peers = tuple(p for p in map(_peer, api.list_migrations(namespace)) if p is not None)
+    same_workload = api.list_migrations(namespace, workload=spec.workload.name)
+    peers = tuple(p for p in map(_peer, same_workload) if p is not None)
     return Observed(
         secret_exists=has_key is not None,
         secret_has_key=bool(has_key),

@@ -50,10 +50,15 @@ class ClusterApi:
                 return None
             raise
 
-    def list_migrations(self, namespace: str | None = None) -> list[JSON]:
+    def list_migrations(
+        self, namespace: str | None = None, workload: str | None = None
+    ) -> list[JSON]:
+        """All DataMigrations (of a namespace); with `workload`, only those whose
+        spec.workload.name is that (a server-side field selector: the CRD's selectableFields)."""
+        query = {"fieldSelector": f"spec.workload.name={workload}"} if workload else {}
         if namespace:
-            return self.kube.list_items(migration_path(namespace))
-        return self.kube.list_items("/apis/datamigration.dev/v1alpha1/datamigrations")
+            return self.kube.list_items(migration_path(namespace), **query)
+        return self.kube.list_items("/apis/datamigration.dev/v1alpha1/datamigrations", **query)
 
     def patch_migration(self, namespace: str, name: str, patch: JSON) -> JSON:
         return self.kube.merge_patch(migration_path(namespace, name), patch)

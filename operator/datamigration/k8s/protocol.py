@@ -18,7 +18,9 @@ class OperatorApi(Protocol):
 
     def get_migration(self, namespace: str, name: str) -> JSON | None: ...
 
-    def list_migrations(self, namespace: str | None = None) -> list[JSON]: ...
+    def list_migrations(
+        self, namespace: str | None = None, workload: str | None = None
+    ) -> list[JSON]: ...
 
     def patch_migration_status(
         self, namespace: str, name: str, status: JSON, resource_version: str | None = None
