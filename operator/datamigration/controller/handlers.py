@@ -64,6 +64,7 @@ def _reconciler(memo: kopf.Memo) -> Reconciler:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def migration_event(
+    *,
     event: kopf.RawEvent,
     namespace: str | None,
     name: str,
