@@ -673,3 +673,23 @@ def test_a_new_stall_gets_its_warning_even_with_another_event() -> None:
     assert [
         a.type for a in d.actions if isinstance(a, EmitEvent) and a.reason == "SpecChanged"
     ] == ["Warning"]
+
+
+RUNNING_POD = {"metadata": {"name": "c-pod"}, "status": {"phase": "Running"}}
+
+
+@pytest.mark.parametrize(
+    ("step", "withdrawn"),
+    [("copied", True), ("drop-old", False), ("", False)],
+    ids=["on-a-verify-query", "on-a-contract-step", "unknown"],
+)
+def test_a_running_contract_job_is_withdrawn_only_before_its_steps(
+    step: str, withdrawn: bool
+) -> None:
+    s = rollout_done().status
+    s["progress"] = {"phase": "contract", "step": step}
+    regressed = Cluster().rolled_out("shop-api:2.0", lingering=1)
+    base = observed(regressed, *DONE_DB, job("contract", 1, "Running")).__dict__
+    obs = Observed(**{**base, "job_pods": {"m-contract-1-abcde": [RUNNING_POD]}})
+    d = run(status=s, obs=obs)
+    assert (DeleteJob("m-contract-1-abcde") in d.actions) is withdrawn
