@@ -55,10 +55,24 @@ class ClusterApi:
     ) -> list[JSON]:
         """All DataMigrations (of a namespace); with `workload`, only those whose
         spec.workload.name is that (a server-side field selector: the CRD's selectableFields)."""
-        query = {"fieldSelector": f"spec.workload.name={workload}"} if workload else {}
-        if namespace:
-            return self.kube.list_items(migration_path(namespace), **query)
-        return self.kube.list_items("/apis/datamigration.dev/v1alpha1/datamigrations", **query)
+        path = (
+            migration_path(namespace)
+            if namespace
+            else "/apis/datamigration.dev/v1alpha1/datamigrations"
+        )
+        if not workload:
+            return self.kube.list_items(path)
+        try:
+            return self.kube.list_items(path, fieldSelector=f"spec.workload.name={workload}")
+        except KubeError as exc:
+            if exc.status != 400:
+                raise
+        # A CRD installed before selectableFields: the same answer, filtered here.
+        return [
+            item
+            for item in self.kube.list_items(path)
+            if (item.get("spec") or {}).get("workload", {}).get("name") == workload
+        ]
 
     def patch_migration(self, namespace: str, name: str, patch: JSON) -> JSON:
         return self.kube.merge_patch(migration_path(namespace, name), patch)
