@@ -206,6 +206,7 @@ def test_approve_patches_spec_contract_approved(
     code, out, _ = cli(capsys, "approve", "rename-email", "-n", ns)
     assert code == 0, out
     assert spec_of(kubectl, ns)["spec"]["contract"]["approved"] is True
+    assert spec_of(kubectl, ns)["spec"]["contract"]["approvedDigest"] == d.DIGEST
     code, out, _ = cli(capsys, "approve", "rename-email", "-n", ns)
     assert (code, "already approved" in out) == (0, True)
 
