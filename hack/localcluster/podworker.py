@@ -127,6 +127,10 @@ class Interrupted(Exception):
         self.why = why
 
 
+#: Test-only: images of this registry "cannot be pulled" (see docs/local-cluster.md).
+UNPULLABLE_REGISTRY = "unpullable.invalid/"
+
+
 def _restarts(policy: str, code: int) -> bool:
     return policy == "Always" or (policy == "OnFailure" and code != 0)
 
@@ -232,6 +236,7 @@ class PodWorker(threading.Thread):
                 ],
             }
         )
+        self._wait_forever_if_unpullable()
         kubeconfig = self._with_config_retry(self.spec["containers"][0], self._identity)
 
         for container in self.spec.get("initContainers", []) or []:
@@ -241,6 +246,29 @@ class PodWorker(threading.Thread):
                 self._finish("Failed", init_failed=True)
                 return
         self._run_containers(kubeconfig)
+
+    def _wait_forever_if_unpullable(self) -> None:
+        """An image under `UNPULLABLE_REGISTRY` cannot be pulled: the container waits in
+        ErrImagePull, then ImagePullBackOff, until the pod is deleted, as with a kubelet."""
+        for container in self._all_containers():
+            image = str(container.get("image", ""))
+            if not image.startswith(UNPULLABLE_REGISTRY):
+                continue
+            key = (
+                "initContainerStatuses"
+                if container in (self.spec.get("initContainers") or [])
+                else "containerStatuses"
+            )
+            reason = "ErrImagePull"
+            while True:
+                message = (
+                    f'Back-off pulling image "{image}"'
+                    if reason != "ErrImagePull"
+                    else (f'failed to pull image "{image}": not found')
+                )
+                self._patch({key: [ps.container_status(container, ps.waiting(reason, message))]})
+                self._sleep(2.0)
+                reason = "ImagePullBackOff"
 
     def _all_containers(self) -> list[JSON]:
         return list(self.spec.get("initContainers", []) or []) + list(self.spec["containers"])

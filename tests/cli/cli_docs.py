@@ -10,6 +10,9 @@ import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from datamigration.core.digest import contract_digest, short
+from datamigration.core.spec import parse_spec
+
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
@@ -17,8 +20,10 @@ def ago(seconds: float) -> str:
     return (NOW - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def spec(*, approval: str = "Manual", approved: bool = False) -> dict[str, Any]:
-    return {
+def spec(
+    *, approval: str = "Manual", approved: bool = False, approved_digest: str | None = None
+) -> dict[str, Any]:
+    body = {
         "database": {"urlFrom": {"secretKeyRef": {"name": "shop-db", "key": "url"}}},
         "workload": {
             "kind": "Deployment",
@@ -56,6 +61,18 @@ def spec(*, approval: str = "Manual", approved: bool = False) -> dict[str, Any]:
             "steps": [{"name": "drop-email", "sql": "ALTER TABLE users DROP COLUMN email"}],
         },
     }
+    if approved_digest:
+        body["contract"]["approvedDigest"] = approved_digest
+    return body
+
+
+#: status.contract as the operator writes it for `spec()`: the digest an approval names.
+DIGEST = str(contract_digest(parse_spec(spec()), "registry.example/shop-api:2.0"))
+CONTRACT_STATUS = {
+    "digest": DIGEST,
+    "shortDigest": short(DIGEST),
+    "image": "registry.example/shop-api:2.0",
+}
 
 
 def manifest(
@@ -125,6 +142,7 @@ JOB_CONTRACT = "rename-email-contract-1-0f1e2"
 
 BACKFILLING: dict[str, Any] = {
     "observedGeneration": 1,
+    "contract": CONTRACT_STATUS,
     "phase": "Backfilling",
     "message": f"backfill running (Job {JOB_BACKFILL})",
     "phases": {
@@ -171,6 +189,7 @@ AWAITING_MESSAGE = (
 )
 AWAITING: dict[str, Any] = {
     "observedGeneration": 1,
+    "contract": CONTRACT_STATUS,
     "phase": "AwaitingApproval",
     "message": AWAITING_MESSAGE,
     "phases": {

@@ -134,6 +134,23 @@ def test_refusals_patch_nothing_and_say_why(case: Refusal) -> None:
     assert api.patches == []
 
 
+def test_approve_refuses_while_the_digest_is_unknown() -> None:
+    status = {k: v for k, v in d.AWAITING.items() if k != "contract"}
+    status["contract"] = {"message": "the digest is known once the rollout is observed"}
+    api = api_with(status)
+    with pytest.raises(CliError, match="known once the rollout is observed"):
+        run("approve", api)
+    assert api.patches == []
+
+
+def test_approve_refuses_a_digest_of_an_older_generation() -> None:
+    api = api_with(d.AWAITING)
+    api.objects[0]["metadata"]["generation"] = 2
+    with pytest.raises(CliError, match="has not computed the new digest"):
+        run("approve", api)
+    assert api.patches == []
+
+
 def test_approve_without_contract_is_refused() -> None:
     api = api_with(d.AWAITING)
     del api.objects[0]["spec"]["contract"]
@@ -151,13 +168,19 @@ class Patch:
     served_args: dict[str, Any] = field(default_factory=dict)
 
 
+APPROVE_PATCH = {
+    "metadata": {"resourceVersion": "100"},
+    "spec": {"contract": {"approved": True, "approvedDigest": d.DIGEST}},
+}
 PATCHES = {
     "approve while awaiting approval": Patch(
         "approve",
         d.AWAITING,
-        {"spec": {"contract": {"approved": True}}},
+        APPROVE_PATCH,
         [
-            'datamigration "rename-email" approved (spec.contract.approved: true)',
+            f'datamigration "rename-email" approved: contract {d.DIGEST[:19]} '
+            f"(spec.contract.approvedDigest: {d.DIGEST})",
+            "an edit of its steps, verify queries or target image needs a new approval",
             "Next: the operator re-checks that every pod still runs the new code, then starts the "
             "contract Job",
             "kubectl datamigration status rename-email -n shop --watch",
@@ -166,7 +189,7 @@ PATCHES = {
     "approve ahead of time": Patch(
         "approve",
         d.BACKFILLING,
-        {"spec": {"contract": {"approved": True}}},
+        APPROVE_PATCH,
         ["nothing changes now (phase Backfilling)"],
     ),
     "pause": Patch("pause", d.BACKFILLING, {"spec": {"paused": True}}, ["paused", "resume"]),
@@ -200,7 +223,7 @@ def test_verbs_patch_the_one_field_and_say_what_next(case: Patch) -> None:
 @pytest.mark.parametrize(
     ("verb", "served_args", "status", "says"),
     [
-        ("approve", {"approved": True}, d.AWAITING, "already approved"),
+        ("approve", {"approved_digest": d.DIGEST}, d.AWAITING, "already approved"),
         ("pause", {"paused": True}, d.BACKFILLING, "already paused"),
         ("resume", {}, d.BACKFILLING, "is not paused"),
         ("abort", {}, {"phase": "Aborted"}, "already aborted"),

@@ -20,14 +20,15 @@ from typing import Any
 
 import cli_docs as d
 import pytest
+from kubernetes import config as kube_config
 
 from datamigration.cli.main import main
+from datamigration.k8s.client import KubeClient
+from localcluster import chart
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "crds" / "datamigrations.datamigration.dev.yaml"
-CRD_NAME = "datamigrations.datamigration.dev"
 
 
 class Kubectl:
@@ -57,11 +58,13 @@ class Kubectl:
 
 @pytest.fixture(scope="session")
 def kubectl(cluster: Any) -> Kubectl:
-    """kubectl with the DataMigration CRD applied and established."""
-    k = Kubectl(Path(cluster.bin_dir) / "kubectl", Path(cluster.kubeconfig))
-    k("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    k("wait", "--for", "condition=established", "--timeout", "60s", f"crd/{CRD_NAME}")
-    return k
+    """kubectl with the chart's prerequisites (the CRD among them) installed and served.
+
+    Not `kubectl wait --for condition=established` right after creating the CRD: until the API
+    server has written the CRD's first conditions, kubectl fails instead of waiting."""
+    client = KubeClient(kube_config.new_client_from_config(config_file=str(cluster.kubeconfig)))
+    chart.install_prerequisites(client, Path(cluster.bin_dir), field_manager="e2e")
+    return Kubectl(Path(cluster.bin_dir) / "kubectl", Path(cluster.kubeconfig))
 
 
 @pytest.fixture
@@ -206,6 +209,7 @@ def test_approve_patches_spec_contract_approved(
     code, out, _ = cli(capsys, "approve", "rename-email", "-n", ns)
     assert code == 0, out
     assert spec_of(kubectl, ns)["spec"]["contract"]["approved"] is True
+    assert spec_of(kubectl, ns)["spec"]["contract"]["approvedDigest"] == d.DIGEST
     code, out, _ = cli(capsys, "approve", "rename-email", "-n", ns)
     assert (code, "already approved" in out) == (0, True)
 

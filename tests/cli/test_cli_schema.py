@@ -241,6 +241,7 @@ def full_manifest() -> dict[str, Any]:
     }
     spec["paused"] = False
     spec["abort"] = False
+    spec["contract"]["approvedDigest"] = "sha256:" + "0" * 64
     for phase in ("expand", "backfill", "contract"):
         spec[phase]["steps"] = copy.deepcopy(steps)
     spec["rollback"] = {"steps": copy.deepcopy(steps)}

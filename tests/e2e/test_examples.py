@@ -59,8 +59,10 @@ def test_example(
 
     if migration["spec"].get("contract", {}).get("approval") == "Manual":
         eventually(lambda: phase() == "AwaitingApproval", timeout=180, what="AwaitingApproval")
+        digest = kube.migration(namespace, name)["status"]["contract"]["digest"]
         kube.client.merge_patch(
-            migration_path(namespace, name), {"spec": {"contract": {"approved": True}}}
+            migration_path(namespace, name),
+            {"spec": {"contract": {"approved": True, "approvedDigest": digest}}},
         )
     eventually(lambda: phase() == "Succeeded", timeout=240, what=f"{name} Succeeded")
     with engine.connect() as c:

@@ -373,6 +373,10 @@ def test_rollout_undo_after_the_contract_job_appears_stops_the_drop(
         ]
 
     job = eventually(contract_job, timeout=240, what="the contract Job")
+    # The operator is stopped once the contract Job exists: it would otherwise withdraw a Job
+    # that has not reached its destructive steps, and this test is about the Job's own re-check
+    # at the point of use, which must hold even when nobody watches.
+    operator.stop()
     with shop.engine.begin() as blocker:  # the contract's verify waits behind this lock
         blocker.exec_driver_sql("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
         undo_at = time.time()
@@ -401,10 +405,22 @@ def test_rollout_undo_after_the_contract_job_appears_stops_the_drop(
     assert ended.timestamp() >= undo_at - 1  # second precision
     print(f"undo at {datetime.fromtimestamp(undo_at, UTC):%H:%M:%S.%f}, contract Job ended {ended}")
     print("DDL log:", *(f"{row.at:%H:%M:%S.%f} {row.event}: {row.query}" for row in ddl), sep="\n")
-    # TODO(lead, after the core helper's decide change is merged): the migration stalls with
-    # reason RolloutRegressed, e.g.
-    #   stalled = eventually(lambda: condition(kube.migration(namespace, "rename-email"),
-    #                        "Stalled").get("reason") == "RolloutRegressed", ...)
+
+    # Back on duty, the operator reads the Job's exit code 8: Stalled, RolloutRegressed, naming
+    # the pods, and no new contract Job while old pods serve.
+    operator.start()
+
+    def stalled() -> JSON | None:
+        body = kube.migration(namespace, "rename-email")
+        found = [c for c in body.get("status", {}).get("conditions", []) if c["type"] == "Stalled"]
+        regressed = found and found[0]["status"] == "True"
+        return body if regressed and found[0]["reason"] == "RolloutRegressed" else None
+
+    body = eventually(stalled, timeout=60, what="Stalled RolloutRegressed")
+    assert "registry.example/shop-api:1.0" in body["status"]["message"]
+    contract = contract_job()
+    assert contract is not None and contract["metadata"]["name"] == name  # none created again
+    assert "email" in shop.columns()
 
 
 def kubectl(cluster: Any, *args: str) -> str:

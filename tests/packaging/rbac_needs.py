@@ -27,7 +27,8 @@ OPERATOR_CALLS: dict[str, set[Grant]] = {
     "get_deployment": need("apps", "deployments", "get"),
     "list_replicasets": need("apps", "replicasets", "list"),
     "set_container_image": need("apps", "deployments", "patch"),
-    "secret_exists": need("", "secrets", "get"),
+    "secret_has_key": need("", "secrets", "get"),
+    "list_migrations": need("datamigration.dev", "datamigrations", "list"),
     "post_event": need("", "events", "create"),
     "ensure_runner_identity": (
         need("", "serviceaccounts", "create")
@@ -36,7 +37,7 @@ OPERATOR_CALLS: dict[str, set[Grant]] = {
     ),
 }
 #: ClusterApi methods only the CLI calls, with the user's own credentials.
-CLI_ONLY = {"list_migrations", "patch_migration", "list_events", "watch_migration", "watch_events"}
+CLI_ONLY = {"patch_migration", "list_events", "watch_migration", "watch_events"}
 #: ClusterApi methods that make no API call.
 NO_CALL = {"from_kubeconfig"}
 RUNNER_PY = OPERATOR / "runner"

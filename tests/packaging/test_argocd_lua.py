@@ -66,6 +66,15 @@ def test_action(lua: ArgoLua, case: dict[str, Any]) -> None:
     assert result == load_yaml(ACTIONS / case["expectedOutputPath"])
 
 
+def test_approve_refuses_without_a_known_digest(lua: ArgoLua) -> None:
+    """An approval names the digest it approves: with none known there is nothing to approve."""
+    obj = load_yaml(ACTIONS / "testdata" / "awaiting_approval.yaml")
+    del obj["status"]["contract"]
+    with pytest.raises(LuaScriptError, match="digest is not known"):
+        lua.action(ACTIONS / "approve" / "action.lua", obj)
+    assert lua.discovery(DISCOVERY, obj)["approve"]["disabled"] is True
+
+
 def test_every_action_is_discovered_and_tested(lua: ArgoLua) -> None:
     directories = {p.parent.name for p in ACTIONS.glob("*/action.lua")}
     discovered = set(lua.discovery(DISCOVERY, {"spec": {}}))

@@ -21,6 +21,7 @@ from datamigration.core.decide import (
     EmitEvent,
     Invalid,
     Observed,
+    Peer,
     SetWorkloadImage,
     Workload,
     decide,
@@ -213,6 +214,18 @@ def test_proven_rollout_starts_contract_with_automatic_approval() -> None:
     assert creates(d) == [("contract", 1)]
 
 
+def test_contract_job_proves_again_the_image_the_operator_proved() -> None:
+    def contract_image(d: Decision) -> list[str | None]:
+        return [a.expected_image for a in d.actions if isinstance(a, CreateJob)]
+
+    assert contract_image(rollout_done()) == ["shop-api:2.0"]
+    # Observe mode without workload.image: the image of the revision observed, not None.
+    observe = spec(
+        workload={"name": "shop-api", "container": "api"}, codeRollout={"mode": "Observe"}
+    )
+    assert contract_image(rollout_done(observe)) == ["shop-api:2.0"]
+
+
 @pytest.mark.parametrize(
     "cluster",
     [
@@ -248,7 +261,9 @@ def test_manual_approval_waits_visibly_then_continues() -> None:
     assert "ApprovalRequired" in events(d) or "RolloutProven" in events(d)
     still = run(raw, d.status, observed(Cluster().rolled_out("shop-api:2.0"), *DONE_DB))
     assert creates(still) == [] and events(still) == []
-    approved = with_contract(approval="Manual", approved=True)
+    digest = d.status["contract"]["digest"]
+    assert digest.startswith("sha256:") and digest[:19] in d.status["message"]
+    approved = with_contract(approval="Manual", approved=True, approvedDigest=digest)
     d2 = run(approved, d.status, observed(Cluster().rolled_out("shop-api:2.0"), *DONE_DB))
     assert creates(d2) == [("contract", 1)]
     assert cond(d2, "AwaitingApproval")["status"] == "False"
@@ -333,3 +348,360 @@ def test_running_phase_whose_job_vanished_is_recreated_with_the_same_attempt() -
     s = run().status
     d = run(status=s, obs=observed(Cluster()))
     assert creates(d) == [("expand", 1)]
+
+
+# -- approval bound to content (digest) ----------------------------------------------------------
+PROVEN = Cluster().rolled_out("shop-api:2.0")
+
+
+def awaiting(raw: dict[str, Any]) -> Decision:
+    return rollout_done(raw)
+
+
+def manual(**fields: Any) -> dict[str, Any]:
+    return with_contract(approval="Manual", **fields)
+
+
+def edited_drop(**fields: Any) -> dict[str, Any]:
+    return manual(
+        steps=[{"name": "drop-old", "sql": "ALTER TABLE users DROP COLUMN name"}], **fields
+    )
+
+
+def test_digest_covers_steps_verify_and_image_not_approval_fields() -> None:
+    base = awaiting(manual()).status["contract"]["digest"]
+    assert awaiting(edited_drop()).status["contract"]["digest"] != base
+    other_verify = manual(verify=[{"name": "copied", "expect": 1, "query": "SELECT 1"}])
+    assert awaiting(other_verify).status["contract"]["digest"] != base
+    assert awaiting(manual(approved=True)).status["contract"]["digest"] == base
+    other_image = manual()
+    other_image["workload"] = {**other_image["workload"], "image": "shop-api:3.0"}
+    d = rollout_done(other_image, Cluster().rolled_out("shop-api:3.0"))
+    assert d.status["contract"]["digest"] != base
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason", "stalled"),
+    [
+        pytest.param(manual(), "ApprovalRequired", "False", id="not-approved"),
+        pytest.param(manual(approved=True), "ApprovalRequired", "False", id="bool-only"),
+        pytest.param(
+            edited_drop(approvedDigest="sha256:" + "0" * 64), "ApprovalStale", "True", id="stale"
+        ),
+    ],
+)
+def test_contract_without_a_matching_approval_never_runs(
+    raw: dict[str, Any], reason: str, stalled: str
+) -> None:
+    d = awaiting(raw)
+    assert creates(d) == [] and d.status["phase"] == "AwaitingApproval"
+    assert cond(d, "Ready")["reason"] == reason and cond(d, "Stalled")["status"] == stalled
+    assert d.status["contract"]["digest"] in d.status["message"]
+
+
+def test_approve_then_edit_the_contract_is_stale_until_approved_again() -> None:
+    digest = awaiting(manual()).status["contract"]["digest"]
+    d = awaiting(edited_drop(approvedDigest=digest))
+    assert creates(d) == [] and cond(d, "Stalled")["reason"] == "ApprovalStale"
+    assert digest[:19] in d.status["message"]
+    new = d.status["contract"]["digest"]
+    assert new != digest and new[:19] in d.status["message"]
+    again = run(edited_drop(approvedDigest=new), d.status, observed(PROVEN, *DONE_DB))
+    assert creates(again) == [("contract", 1)]
+
+
+def test_automatic_approval_with_a_stale_digest_does_not_run() -> None:
+    raw = with_contract(approvedDigest="sha256:" + "1" * 64)
+    d = rollout_done(raw)
+    assert creates(d) == [] and cond(d, "Ready")["reason"] == "ApprovalStale"
+
+
+def test_observe_mode_without_image_says_when_the_digest_is_known() -> None:
+    raw = spec(workload={"name": "shop-api", "container": "api"}, codeRollout={"mode": "Observe"})
+    d = run(raw)
+    assert "digest" not in d.status["contract"]
+    assert "known once the rollout" in d.status["contract"]["message"]
+
+
+# -- edits detected, never skipped -----------------------------------------------------------------
+def edited_expand() -> dict[str, Any]:
+    return spec(
+        expand={"steps": [{"name": "add-col", "sql": "ALTER TABLE users ADD COLUMN x int"}]}
+    )
+
+
+def test_job_records_the_checksums_of_its_steps() -> None:
+    d = run()
+    assert set(d.status["phases"]["expand"]["steps"]) == {"add-col"}
+
+
+def test_edit_of_a_finished_expand_step_stalls_with_spec_changed() -> None:
+    s = run().status
+    s = run(status=s, obs=observed(Cluster(), job("expand", 1, "Succeeded"))).status
+    d = run(edited_expand(), s, observed(Cluster(), job("expand", 1, "Succeeded")))
+    assert creates(d) == [] and cond(d, "Stalled")["reason"] == "SpecChanged"
+    assert "spec.expand step add-col" in d.status["message"]
+    assert "SpecChanged" in events(d)
+    reverted = run(spec(), d.status, observed(Cluster(), job("expand", 1, "Succeeded")))
+    assert cond(reverted, "Stalled")["status"] == "False"
+
+
+def test_tuning_knobs_stay_editable() -> None:
+    s = through_backfill()
+    raw = spec()
+    raw["backfill"]["steps"][0]["backfill"]["batchSize"] = 10
+    d = run(raw, s, observed(Cluster(), *DONE_DB))
+    assert cond(d, "Stalled")["status"] == "False"
+
+
+def edited_set() -> dict[str, Any]:
+    raw = spec()
+    raw["backfill"]["steps"][0]["backfill"]["set"] = {"email_address": "lower(email)"}
+    return raw
+
+
+def test_edit_of_a_running_backfill_stops_its_job() -> None:
+    s = run().status
+    s = run(status=s, obs=observed(Cluster(), job("expand", 1, "Succeeded"))).status
+    running = (job("expand", 1, "Succeeded"), job("backfill", 1, "Running"))
+    d = run(edited_set(), s, observed(Cluster(), *running))
+    assert DeleteJob("m-backfill-1-abcde") in d.actions and creates(d) == []
+    assert cond(d, "Stalled")["reason"] == "SpecChanged"
+    gone = (job("expand", 1, "Succeeded"),)
+    still = run(edited_set(), d.status, observed(Cluster(), *gone))
+    assert creates(still) == [] and cond(still, "Stalled")["reason"] == "SpecChanged"
+
+
+def test_edit_of_a_paused_backfill_stalls_and_accepting_reruns_it() -> None:
+    s = through_backfill()
+    s["phases"]["backfill"] = {
+        "state": "Running",
+        "attempts": 1,
+        "steps": s["phases"]["backfill"]["steps"],
+    }
+    interrupted = (job("expand", 1, "Succeeded"), job("backfill", 1, "Failed", 75))
+    paused = run(spec(paused=True), s, observed(Cluster(), *interrupted))
+    d = run(edited_set(), paused.status, observed(Cluster(), *interrupted))
+    assert creates(d) == [] and cond(d, "Stalled")["reason"] == "SpecChanged"
+    token = d.status["message"].split("datamigration.dev/accept-change=")[1].split()[0]
+    assert token.startswith("backfill/")
+    wrong = Observed(
+        **{**observed(Cluster(), *interrupted).__dict__, "accept_change": "backfill/0"}
+    )
+    assert creates(run(edited_set(), d.status, wrong)) == []
+    ok = Observed(**{**observed(Cluster(), *interrupted).__dict__, "accept_change": token})
+    accepted = run(edited_set(), d.status, ok)
+    jobs = [a for a in accepted.actions if isinstance(a, CreateJob)]
+    assert [(j.phase, j.attempt, j.allow_checksum_change) for j in jobs] == [("backfill", 2, True)]
+    assert "ChangeAccepted" in events(accepted)
+
+
+# -- status integrity ----------------------------------------------------------------------------
+def test_invalid_spec_never_overwrites_a_terminal_phase() -> None:
+    s = rollout_done().status
+    done = run(status=s, obs=observed(PROVEN, *DONE_DB, job("contract", 1, "Succeeded"))).status
+    d = decide(Invalid(("spec.x: bad",)), done, observed(PROVEN), NOW)
+    assert d.status["phase"] == "Succeeded" and d.actions == ()
+
+
+def test_invalid_spec_keeps_observing_a_running_job() -> None:
+    s = run().status
+    d = decide(Invalid(("spec.x: bad",)), s, observed(Cluster(), job("expand", 1, "Running")), NOW)
+    assert d.status["phase"] == "Invalid" and "m-expand-1-abcde" in d.status["message"]
+    assert d.status["phases"]["expand"]["state"] == "Running"
+    fin = decide(
+        Invalid(("spec.x: bad",)), d.status, observed(Cluster(), job("expand", 1, "Succeeded")), NOW
+    )
+    assert fin.status["phases"]["expand"]["state"] == "Succeeded"
+
+
+def test_one_failure_keeps_one_reason() -> None:
+    s = rollout_done().status
+    fail = job("contract", 1, "Failed", 4)
+    d = run(status=s, obs=observed(PROVEN, *DONE_DB, fail))
+    again = run(status=d.status, obs=observed(PROVEN, *DONE_DB, fail))
+    assert cond(again, "Stalled")["reason"] == "VerifyFailed" and events(again) == []
+
+
+def test_operator_progress_keeps_the_runners_keys() -> None:
+    s = run().status
+    s["progress"] = {"phase": "expand", "rowsDone": 42, "summary": "x"}
+    d = run(status=s, obs=observed(Cluster(), job("expand", 1, "Succeeded")))
+    assert d.status["progress"]["rowsDone"] == 42 and d.status["progress"]["phase"] == "backfill"
+
+
+# -- no silent hangs -------------------------------------------------------------------------------
+def test_secret_without_the_key_creates_no_job() -> None:
+    d = run(obs=Observed(**{**observed(Cluster()).__dict__, "secret_has_key": False}))
+    assert creates(d) == [] and cond(d, "Stalled")["reason"] == "SecretKeyNotFound"
+    assert "spec.database.urlFrom.secretKeyRef.key" in d.status["message"]
+
+
+def waiting_pod(reason: str, message: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "m-expand-1-abcde-xyz"},
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [
+                {"name": "runner", "state": {"waiting": {"reason": reason, "message": message}}}
+            ],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "reason", ["CreateContainerConfigError", "ImagePullBackOff", "ErrImagePull", "InvalidImageName"]
+)
+def test_pod_that_cannot_start_stalls_with_its_reason(reason: str) -> None:
+    s = run().status
+    pod = waiting_pod(reason, "couldn't find key url in Secret x; postgres://u:hunter2@db/x")
+    obs = Observed(
+        **{
+            **observed(Cluster(), job("expand", 1, "Running")).__dict__,
+            "job_pods": {"m-expand-1-abcde": [pod]},
+        }
+    )
+    d = run(status=s, obs=obs)
+    assert cond(d, "Stalled")["status"] == "True" and cond(d, "Stalled")["reason"] == reason
+    assert "m-expand-1-abcde-xyz" in d.status["message"] and "hunter2" not in d.status["message"]
+    assert [a.type for a in d.actions if isinstance(a, EmitEvent)] == ["Warning"]
+
+
+def test_unschedulable_pod_stalls_only_after_the_bound() -> None:
+    pod = {
+        "metadata": {"name": "p"},
+        "status": {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/1 nodes are available",
+                    "lastTransitionTime": "2026-11-21T11:59:30Z",
+                }
+            ],
+        },
+    }
+    s = run().status
+    base = observed(Cluster(), job("expand", 1, "Running")).__dict__
+    obs = Observed(**{**base, "job_pods": {"m-expand-1-abcde": [pod]}})
+    early = run(status=s, obs=obs)
+    assert cond(early, "Stalled")["status"] == "False" and early.requeue_after == 30.0
+    late = run(status=s, obs=obs, now=NOW + timedelta(seconds=31))
+    assert cond(late, "Stalled")["reason"] == "Unschedulable"
+
+
+# -- pause -----------------------------------------------------------------------------------------
+def test_pause_is_enforced_by_deleting_the_backfill_job_after_the_grace() -> None:
+    s = run().status
+    s = run(status=s, obs=observed(Cluster(), job("expand", 1, "Succeeded"))).status
+    running = (job("expand", 1, "Succeeded"), job("backfill", 1, "Running"))
+    d = run(spec(paused=True), s, observed(Cluster(), *running))
+    assert d.status["phase"] == "Backfilling" and cond(d, "Ready")["reason"] == "Pausing"
+    assert not any(isinstance(a, DeleteJob) for a in d.actions)
+    assert [a.type for a in d.actions if isinstance(a, EmitEvent)] == ["Normal"]
+    late = run(
+        spec(paused=True), d.status, observed(Cluster(), *running), NOW + timedelta(seconds=31)
+    )
+    assert DeleteJob("m-backfill-1-abcde") in late.actions and late.status["phase"] == "Paused"
+    assert "stopped Job m-backfill-1-abcde" in late.status["message"]
+    resumed = run(spec(), late.status, observed(Cluster(), job("expand", 1, "Succeeded")))
+    assert creates(resumed) == [("backfill", 2)]
+
+
+def test_exit_75_is_paused_never_a_warning() -> None:
+    s = through_backfill()
+    s["phases"]["backfill"] = {"state": "Running", "attempts": 1}
+    interrupted = (job("expand", 1, "Succeeded"), job("backfill", 1, "Failed", 75))
+    d = run(spec(paused=True), s, observed(Cluster(), *interrupted))
+    assert d.status["phase"] == "Paused" and cond(d, "Stalled")["status"] == "False"
+    assert all(a.type == "Normal" for a in d.actions if isinstance(a, EmitEvent))
+
+
+# -- observe mode retry ----------------------------------------------------------------------------
+def test_observe_retry_continues_from_the_rollout_that_completed() -> None:
+    raw = spec(workload={"name": "shop-api", "container": "api"}, codeRollout={"mode": "Observe"})
+    s = run(raw, through_backfill(), observed(Cluster(), *DONE_DB)).status
+    slow = observed(Cluster().rolling("shop-api:2.0", 1, 1), *DONE_DB)
+    failed = run(raw, s, slow, NOW + timedelta(seconds=901)).status
+    assert failed["phases"]["codeRollout"]["state"] == "Failed"
+    done = Observed(**{**observed(PROVEN, *DONE_DB).__dict__, "retry_token": "r1"})
+    d = run(raw, failed, done, NOW + timedelta(seconds=1000))
+    assert d.status["phases"]["codeRollout"]["state"] == "Succeeded"
+
+
+# -- one workload, one owner -----------------------------------------------------------------------
+def peer(name: str, created: str, image: str = "shop-api:3.0", phase: str = "Backfilling") -> Peer:
+    return Peer(name, created, "shop-api", "api", image, phase)
+
+
+def test_younger_migration_on_the_same_workload_stalls() -> None:
+    base = observed(Cluster()).__dict__
+    obs = Observed(
+        **{
+            **base,
+            "name": "m",
+            "created": "2026-11-21T10:00:00Z",
+            "peers": (peer("older", "2026-11-21T09:00:00Z"),),
+        }
+    )
+    d = run(obs=obs)
+    assert creates(d) == [] and cond(d, "Stalled")["reason"] == "WorkloadConflict"
+    assert "older" in d.status["message"]
+    younger = Observed(**{**obs.__dict__, "peers": (peer("younger", "2026-11-21T11:00:00Z"),)})
+    assert creates(run(obs=younger)) == [("expand", 1)]
+    finished = Observed(
+        **{**obs.__dict__, "peers": (peer("older", "2026-11-21T09:00:00Z", phase="Succeeded"),)}
+    )
+    assert creates(run(obs=finished)) == [("expand", 1)]
+
+
+# -- contract withdrawn when the proof goes away ---------------------------------------------------
+def test_contract_job_not_started_is_withdrawn_on_rollout_regression() -> None:
+    s = rollout_done().status
+    regressed = Cluster().rolled_out("shop-api:2.0", lingering=1)
+    d = run(status=s, obs=observed(regressed, *DONE_DB, job("contract", 1, "Running")))
+    assert DeleteJob("m-contract-1-abcde") in d.actions
+    assert cond(d, "Stalled")["reason"] == "RolloutRegressed"
+    assert "shop-api-aaa" in d.status["message"] or "old" in d.status["message"]
+    later = run(status=d.status, obs=observed(regressed, *DONE_DB))
+    assert creates(later) == [] and cond(later, "Ready")["reason"] == "RolloutRegressed"
+    healed = run(status=later.status, obs=observed(PROVEN, *DONE_DB))
+    assert creates(healed) == [("contract", 2)]
+
+
+def test_contract_exit_8_is_rollout_regressed() -> None:
+    s = rollout_done().status
+    d = run(status=s, obs=observed(PROVEN, *DONE_DB, job("contract", 1, "Failed", 8)))
+    assert cond(d, "Stalled")["reason"] == "RolloutRegressed" and "boom" in d.status["message"]
+
+
+def test_a_new_stall_gets_its_warning_even_with_another_event() -> None:
+    s = run().status
+    running = run(status=s, obs=observed(Cluster(), job("expand", 1, "Running"))).status
+    d = run(edited_expand(), running, observed(Cluster(), job("expand", 1, "Succeeded")))
+    assert "PhaseSucceeded" in events(d) and "SpecChanged" in events(d)
+    assert [
+        a.type for a in d.actions if isinstance(a, EmitEvent) and a.reason == "SpecChanged"
+    ] == ["Warning"]
+
+
+RUNNING_POD = {"metadata": {"name": "c-pod"}, "status": {"phase": "Running"}}
+
+
+@pytest.mark.parametrize(
+    ("step", "withdrawn"),
+    [("copied", True), ("drop-old", False), ("", False)],
+    ids=["on-a-verify-query", "on-a-contract-step", "unknown"],
+)
+def test_a_running_contract_job_is_withdrawn_only_before_its_steps(
+    step: str, withdrawn: bool
+) -> None:
+    s = rollout_done().status
+    s["progress"] = {"phase": "contract", "step": step}
+    regressed = Cluster().rolled_out("shop-api:2.0", lingering=1)
+    base = observed(regressed, *DONE_DB, job("contract", 1, "Running")).__dict__
+    obs = Observed(**{**base, "job_pods": {"m-contract-1-abcde": [RUNNING_POD]}})
+    d = run(status=s, obs=obs)
+    assert (DeleteJob("m-contract-1-abcde") in d.actions) is withdrawn

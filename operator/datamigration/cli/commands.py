@@ -4,8 +4,9 @@ Why each verb checks before it patches: a person types these during an incident.
 migration whose contract needs no approval, aborting one whose contract already dropped a
 column, or retrying one that has not failed would each "succeed" as a patch and do nothing (or
 not what was meant). So each verb reads the object, refuses with the reason when the request
-makes no sense in its current state, patches the one field the operator reads
-(`spec.contract.approved`, `spec.paused`, `spec.abort`, the `datamigration.dev/retry`
+makes no sense in its current state (by the rules of `core/rules.py`, the same the operator
+applies), patches the one field the operator reads
+(`spec.contract.approvedDigest`, `spec.paused`, `spec.abort`, the `datamigration.dev/retry`
 annotation), and says what happens next. The operator stays the only actor: nothing here creates
 Jobs or writes status.
 
@@ -22,7 +23,8 @@ from typing import Any, Protocol, TextIO
 
 from datamigration.cli import render
 from datamigration.cli.errors import EXIT_FAILURE, EXIT_OK, CliError
-from datamigration.core.spec import PHASES
+from datamigration.core import rules
+from datamigration.core.status import Status
 from datamigration.k8s.client import KubeError
 
 JSON = dict[str, Any]
@@ -89,11 +91,6 @@ def fetch(api: MigrationApi, namespace: str, name: str) -> JSON:
 def _spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     spec = obj.get("spec")
     return spec if isinstance(spec, Mapping) else {}
-
-
-def _record(obj: Mapping[str, Any], phase: str) -> Mapping[str, Any]:
-    rec = ((obj.get("status") or {}).get("phases") or {}).get(phase)
-    return rec if isinstance(rec, Mapping) else {}
 
 
 def _say(out: TextIO, *lines: str) -> None:
@@ -196,26 +193,65 @@ def status(
 
 # -- approve, pause, resume, abort, retry -------------------------------------------------------
 def approve(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int:
+    """Approve exactly the contract the operator shows: its digest (status.contract.digest)
+    goes into spec.contract.approvedDigest, so an edit after this approval is not approved."""
     obj = fetch(api, namespace, name)
+    status = obj.get("status") or {}
     phase = render.phase_of(obj)
-    if phase in ("Succeeded", "Aborted"):
+    if rules.is_terminal(status):
         raise CliError(f'datamigration "{name}" is already {phase}: there is nothing to approve')
-    contract = _spec(obj).get("contract")
-    if not isinstance(contract, Mapping) or not (contract.get("steps") or contract.get("verify")):
+    spec = _spec(obj)
+    if not rules.has_contract(spec):
         raise CliError(f'datamigration "{name}" has no contract steps: there is nothing to approve')
-    approval = contract.get("approval") or "Manual"
-    if approval != "Manual":
+    contract = spec.get("contract")
+    assert isinstance(contract, Mapping)
+    if not rules.needs_approval(spec):
         raise CliError(
             f'datamigration "{name}" does not need approval: spec.contract.approval is '
-            f"{approval}, so the contract starts by itself once the rollout is proven"
-            + (" and its verify queries pass" if contract.get("verify") else ""),
+            f"{contract.get('approval')}, so the contract starts by itself once the rollout is "
+            "proven" + (" and its verify queries pass" if contract.get("verify") else ""),
             "to require a person's approval, set spec.contract.approval: Manual",
         )
-    if contract.get("approved") is True:
-        _say(out, f'datamigration "{name}" is already approved (spec.contract.approved: true)')
+    known = Status.from_dict(status)
+    digest = known.contract.digest
+    if not digest:
+        why = known.contract.message or "the operator has not computed it yet (is it running?)"
+        raise CliError(
+            f'cannot approve datamigration "{name}" yet: the digest of its contract is not known: '
+            f"{why}",
+            "an approval names the exact contract it approves; try again once "
+            f"`kubectl datamigration status {_ref(name, namespace)}` shows the digest",
+        )
+    if contract.get("approvedDigest") == digest:
+        _say(out, f'datamigration "{name}" is already approved (contract {render.short(digest)})')
         return EXIT_OK
-    api.patch_migration(namespace, name, {"spec": {"contract": {"approved": True}}})
-    _say(out, f'datamigration "{name}" approved (spec.contract.approved: true)')
+    meta = obj.get("metadata") or {}
+    if known.observed_generation != meta.get("generation"):
+        raise CliError(
+            f'cannot approve datamigration "{name}" yet: its spec changed (generation '
+            f"{meta.get('generation')}) and the operator has not computed the new digest "
+            f"(status describes generation {known.observed_generation})",
+            "try again in a moment",
+        )
+    patch: JSON = {"spec": {"contract": {"approved": True, "approvedDigest": digest}}}
+    if meta.get("resourceVersion"):  # nothing may change between reading the digest and this
+        patch["metadata"] = {"resourceVersion": meta["resourceVersion"]}
+    try:
+        api.patch_migration(namespace, name, patch)
+    except KubeError as exc:
+        if exc.conflict:
+            raise CliError(
+                f'datamigration "{name}" changed while it was being approved: nothing approved',
+                "look at it again, then approve",
+            ) from None
+        raise
+    _say(
+        out,
+        f'datamigration "{name}" approved: contract {render.short(digest)} '
+        f"(spec.contract.approvedDigest: {digest})",
+        "Only this contract is approved: an edit of its steps, verify queries or target image "
+        "needs a new approval.",
+    )
     if phase == "AwaitingApproval":
         nxt = (
             "the operator re-checks that every pod still runs the new code, then starts the "
@@ -287,20 +323,18 @@ def abort(
     if phase == "Aborted":
         _say(out, f'datamigration "{name}" is already aborted')
         return EXIT_OK
-    if phase == "Succeeded":
+    why = rules.why_not_abort(obj.get("status") or {})
+    if why is not None:
         raise CliError(
-            f'datamigration "{name}" has already Succeeded: its contract ran, there is '
-            "nothing left to abort"
-        )
-    contract = _record(obj, "contract")
-    state = str(contract.get("state") or "Pending")
-    if state != "Pending":
-        job = f", Job {contract['job']}" if contract.get("job") else ""
-        raise CliError(
-            f'cannot abort datamigration "{name}": its contract has already started '
-            f"(state {state}{job})",
-            "a half-done contract cannot be taken back, so the operator ignores abort from "
-            "here on; let it finish, or if it failed, fix the cause and retry",
+            f'cannot abort datamigration "{name}": {why}',
+            *(
+                ()
+                if phase == "Succeeded"
+                else (
+                    "a half-done contract cannot be taken back, so the operator ignores abort "
+                    "from here on; let it finish, or if it failed, fix the cause and retry",
+                )
+            ),
         )
     if _spec(obj).get("abort") is True:
         _say(out, f'abort of datamigration "{name}" is already requested (spec.abort: true)')
@@ -352,14 +386,14 @@ def retry(
             f'datamigration "{name}" is {phase}, not Failed: retry re-runs a failed phase only',
             *hints,
         )
-    failed = next((p for p in PHASES if _record(obj, p).get("state") == "Failed"), None)
+    failed = rules.failed_phase(obj.get("status") or {})
     token = retry_token(now())
     api.patch_migration(namespace, name, {"metadata": {"annotations": {RETRY_ANNOTATION: token}}})
     _say(out, f'datamigration "{name}" retry requested ({RETRY_ANNOTATION}: {token})')
     if failed == "codeRollout":
         nxt = "the operator re-arms code-rollout and waits for the rollout proof again"
     elif failed is not None:
-        attempt = int(_record(obj, failed).get("attempts") or 0) + 1
+        attempt = Status.from_dict(obj.get("status")).record(failed).attempts + 1
         nxt = (
             f"the operator re-arms phase {failed} and starts attempt {attempt} in a new Job; "
             "steps already recorded as done are not run again"

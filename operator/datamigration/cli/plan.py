@@ -18,6 +18,7 @@ from datamigration.cli.errors import CliError
 from datamigration.cli.manifest import load_documents
 from datamigration.cli.offline import check_manifest
 from datamigration.cli.render import human_duration, shorten
+from datamigration.core.digest import contract_digest
 from datamigration.core.jobs import Owner, job_name
 from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec, PhaseSteps
 from datamigration.core.steps import BackfillStep, CommandStep, SqlStep, Step, VerifyStep
@@ -295,8 +296,21 @@ def _contract(doc: _Doc, spec: MigrationSpec) -> list[str]:
         f"       gate: code-rollout proven and still true: {wl.kind} {wl.name}, container "
         f"{wl.container}, image {image} (mode {cr.mode}, timeout {timeout})",
     ]
+    digest = contract_digest(spec, wl.image)
+    if digest is None:
+        lines.append(
+            "       digest: known once the rollout is observed (mode Observe without "
+            "spec.workload.image): the approval names it"
+        )
+    else:
+        lines.append(f"       digest: {digest} (an approval names it)")
     if contract.approval == "Manual":
-        state = "already approved in the manifest" if contract.approved else "not approved yet"
+        if contract.approved_digest is None:
+            state = "not approved yet"
+        elif contract.approved_digest == digest:
+            state = "approved in the manifest (spec.contract.approvedDigest matches)"
+        else:
+            state = "spec.contract.approvedDigest is stale: it names another contract"
         command = f"kubectl datamigration approve {doc.name}"
         lines.append(f"       approval: Manual ({state}): waits for `{command}`")
     else:

@@ -14,12 +14,16 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from datamigration.core.digest import short
+from datamigration.core.rules import SETTLED
 from datamigration.core.spec import PHASES
+
+__all__ = ["short"]
 
 JSON = Mapping[str, Any]
 
 #: Summary phases after which nothing changes by itself (`status --watch` stops there).
-TERMINAL_PHASES = ("Succeeded", "Failed", "Aborted", "Invalid")
+TERMINAL_PHASES = SETTLED
 #: Recent Events shown by `status`.
 MAX_EVENTS = 10
 BAR_WIDTH = 30
@@ -192,7 +196,7 @@ def _workload_line(spec: JSON) -> str:
     return f"{', '.join(parts)} ({rollout})"
 
 
-def _contract_line(spec: JSON) -> str | None:
+def _contract_line(spec: JSON, status: JSON) -> str | None:
     contract = _get(spec, "contract")
     if not isinstance(contract, Mapping):
         return None
@@ -201,11 +205,22 @@ def _contract_line(spec: JSON) -> str | None:
     steps = contract.get("steps") or []
     queries = "query" if len(verify) == 1 else "queries"
     parts = [f"{len(steps)} step(s)", f"{len(verify)} verify {queries}"]
-    if approval == "Manual":
-        approved = "approved" if contract.get("approved") else "not approved"
-        parts.append(f"approval Manual: {approved}")
+    digest = _get(status, "contract", "digest")
+    approved = contract.get("approvedDigest")
+    if approval == "Manual" or approved:
+        if not approved:
+            state = "not approved"
+        elif approved == digest:
+            state = f"approved {short(str(approved))}"
+        else:
+            state = f"approval stale (approved {short(str(approved))})"
+        parts.append(f"approval {approval}: {state}")
     else:
         parts.append("approval Automatic")
+    if digest:
+        parts.append(f"digest {short(str(digest))}")
+    elif _get(status, "contract", "message"):
+        parts.append(f"digest not known yet: {_get(status, 'contract', 'message')}")
     return ", ".join(parts)
 
 
@@ -395,7 +410,7 @@ def render_status(obj: JSON, events: Sequence[JSON], now: datetime) -> str:
         ("Message", _text(status.get("message"))),
         ("Workload", _workload_line(spec)),
     ]
-    contract = _contract_line(spec)
+    contract = _contract_line(spec, status)
     if contract:
         fields.append(("Contract", contract))
     fields.append(("Age", age(meta.get("creationTimestamp"), now)))

@@ -1,12 +1,26 @@
-"""Act: carry out a `Decision` against the API, then record the new status.
+"""Act: carry out a `Decision` against the API, then record the new status, then tell people.
 
-Order matters for crash safety: side effects (Jobs, the image change) happen before the status
-that mentions them is written. A crash in between leaves a Job the next reconcile adopts by its
-labels; never a status claiming a Job that was not created.
+Order matters for crash safety and for concurrent operators:
+
+1. Side effects (Jobs, the image change, deleting a Job) happen before the status that mentions
+   them is written. A crash in between leaves a Job the next reconcile adopts by its labels;
+   never a status claiming a Job that was not created. Each is idempotent (deterministic Job
+   names: a second create answers 409 and is adopted).
+2. The status is written as the smallest merge patch, with the object's `resourceVersion` as a
+   precondition: if anything wrote the object since it was read (the runner's progress, a second
+   operator process), the API answers 409 and `StatusConflict` makes the reconciler re-read and
+   decide again. Only keys the operator changed are in the patch, so the runner's
+   `status.progress` keys are never nulled.
+3. Events go out only after that write succeeded, so only the process whose write recorded the
+   transition emits them, in the order of the transitions. Their names are derived from the
+   migration's uid, the resourceVersion the decision was based on and the Event's reason, so a
+   repeated create (a retry after a crash) is a 409 and a no-op: once per transition.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from typing import Any
 
@@ -14,15 +28,35 @@ from datamigration.controller.settings import OperatorSettings
 from datamigration.core.decide import CreateJob, Decision, DeleteJob, EmitEvent, SetWorkloadImage
 from datamigration.core.diff import merge_patch
 from datamigration.core.jobs import Owner, build_job
+from datamigration.core.redact import scrub
 from datamigration.core.spec import MigrationSpec
 from datamigration.k8s.client import KubeError
-from datamigration.k8s.cluster import ClusterApi
+from datamigration.k8s.protocol import OperatorApi
 
 log = logging.getLogger(__name__)
 
 
+class StatusConflict(Exception):
+    """The object changed since it was read: re-read and decide again."""
+
+
+def event_name(meta: dict[str, Any], index: int, event: EmitEvent) -> str:
+    """Deterministic per (migration uid, resourceVersion decided on, position, reason)."""
+    key = f"{meta.get('uid')}:{meta.get('resourceVersion')}:{index}:{event.reason}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return f"{str(meta.get('name'))[:200]}.{digest}"
+
+
+def _job_spec(spec: MigrationSpec, action: CreateJob) -> MigrationSpec:
+    """The spec the Job is built from: an accepted edit lets the runner record new checksums."""
+    if not action.allow_checksum_change:
+        return spec
+    runner = dataclasses.replace(spec.runner, allow_checksum_change=True)
+    return dataclasses.replace(spec, runner=runner)
+
+
 def act(
-    api: ClusterApi,
+    api: OperatorApi,
     settings: OperatorSettings,
     body: dict[str, Any],
     spec: MigrationSpec | None,
@@ -37,7 +71,14 @@ def act(
                 api.ensure_runner_identity(
                     namespace, settings.runner_service_account, settings.runner_cluster_role
                 )
-            job = build_job(owner, spec, action.phase, action.attempt, settings.jobs)
+            job = build_job(
+                owner,
+                _job_spec(spec, action),
+                action.phase,
+                action.attempt,
+                settings.jobs,
+                expected_image=action.expected_image,
+            )
             api.create_job(job)
             log.info("%s/%s: created Job %s", namespace, name, job["metadata"]["name"])
         elif isinstance(action, SetWorkloadImage) and spec is not None:
@@ -45,16 +86,23 @@ def act(
             log.info("%s/%s: set %s image to %s", namespace, name, action.container, action.image)
         elif isinstance(action, DeleteJob):
             api.delete_job(namespace, action.name)
+            log.info("%s/%s: deleted Job %s", namespace, name, action.name)
 
     patch = merge_patch(body.get("status") or {}, decision.status)
-    if patch:
-        api.patch_migration_status(namespace, name, patch)
+    if not patch:
+        return  # nothing changed, so nothing transitioned: no Event either
+    try:
+        api.patch_migration_status(namespace, name, patch, meta.get("resourceVersion"))
+    except KubeError as exc:
+        if exc.conflict:
+            raise StatusConflict(f"{namespace}/{name} changed since it was read") from None
+        raise
 
-    for action in decision.actions:
-        if isinstance(action, EmitEvent):
-            try:
-                api.post_event(body, action.type, action.reason, action.message)
-            except KubeError as exc:  # an Event is a courtesy; the status already says it all
-                log.warning(
-                    "%s/%s: could not post Event %s: %s", namespace, name, action.reason, exc
-                )
+    events = [a for a in decision.actions if isinstance(a, EmitEvent)]
+    for index, event in enumerate(events):
+        try:
+            api.post_event(
+                body, event.type, event.reason, scrub(event.message), event_name(meta, index, event)
+            )
+        except KubeError as exc:  # an Event is a courtesy; the status already says it all
+            log.warning("%s/%s: could not post Event %s: %s", namespace, name, event.reason, exc)

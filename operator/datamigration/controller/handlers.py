@@ -1,9 +1,11 @@
 """kopf registrations: each handler maps a watch event to the migrations it concerns.
 
 Handlers hold no logic: they find which DataMigration an event is about and enqueue it; the
-`Reconciler` observes, decides and acts. Four watches feed it: DataMigrations themselves, their
-Jobs (by owner), Deployments they target, and those Deployments' pods (so that the last old
-pod leaving, terminating ones included, is seen at once rather than at the next resync).
+`Reconciler` observes, decides and acts. Five watches feed it: DataMigrations themselves (a
+change to one also wakes the others on the same workload: one workload, one owner), their Jobs
+(by owner), their Jobs' pods (a pod that cannot start is seen within seconds), Deployments they
+target, and those Deployments' pods (so that the last old pod leaving, terminating ones
+included, is seen at once rather than at the next resync).
 Handlers are `async` because kopf runs sync ones in worker threads, away from the event loop
 that owns the work queue.
 """
@@ -17,6 +19,7 @@ import kopf
 
 from datamigration.controller.reconciler import Reconciler
 from datamigration.controller.settings import OperatorSettings
+from datamigration.core.jobs import LABEL_MIGRATION, LABEL_MIGRATION_UID
 from datamigration.core.rollout import owning_deployment
 from datamigration.k8s.cluster import ClusterApi
 
@@ -61,12 +64,29 @@ def _reconciler(memo: kopf.Memo) -> Reconciler:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def migration_event(
-    event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    *,
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
     if event["type"] == "DELETED":
         _reconciler(memo).forget(namespace, name)
     else:
         _reconciler(memo).enqueue(namespace, name)
+    # Another migration of the same workload may be waiting for this one (WorkloadConflict):
+    # wake it when this one is gone or finished, not on every change (that would be a storm
+    # among many migrations of one workload).
+    finished = event["type"] == "DELETED" or status.get("phase") in ("Succeeded", "Aborted")
+    if not finished:
+        return
+    workload = spec.get("workload", {}).get("name")
+    for other, active in _by_workload(kwargs).get((namespace, workload), []):
+        if other != name and active:
+            _reconciler(memo).enqueue(namespace, other)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"datamigration.dev/migration-uid": kopf.PRESENT})
@@ -80,6 +100,16 @@ def _by_workload(kwargs: dict[str, Any]) -> kopf.Index[tuple[str | None, str], A
     """The `by_workload` index, which kopf passes by name among the handler's kwargs."""
     index: kopf.Index[tuple[str | None, str], Any] = kwargs["by_workload"]
     return index
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_MIGRATION_UID: kopf.PRESENT})
+async def job_pod_event(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+) -> None:
+    """A phase Job's pod changed (started, cannot start, ended): wake its migration."""
+    migration = labels.get(LABEL_MIGRATION)
+    if migration:
+        _reconciler(memo).enqueue(namespace, migration)
 
 
 @kopf.on.event("apps", "v1", "deployments")

@@ -17,21 +17,23 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
-from datamigration.controller.act import act
+from datamigration.controller.act import StatusConflict, act
 from datamigration.controller.observe import observe
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.decide import TERMINAL, Invalid, Observed, decide
-from datamigration.k8s.cluster import ClusterApi
+from datamigration.k8s.protocol import OperatorApi
 from datamigration.validation import validate
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
 MAX_BACKOFF = 60.0
+MAX_CONFLICTS = 5
+CONFLICT_RETRY_SECONDS = 0.5
 
 
 @dataclass
 class Reconciler:
-    api: ClusterApi
+    api: OperatorApi
     settings: OperatorSettings
     _running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _dirty: set[Key] = field(default_factory=set)
@@ -83,25 +85,36 @@ class Reconciler:
             self._running.pop(key, None)
 
     def reconcile_once(self, namespace: str, name: str) -> float | None:
-        """Observe, decide, act, for one migration. Returns when to look again, if ever."""
+        """Observe, decide, act, for one migration. Returns when to look again, if ever.
+
+        A status write that meets a concurrent write (409) is decided again on a fresh read,
+        a few times in a row, then retried later: nothing is ever written over a newer state."""
+        for _ in range(MAX_CONFLICTS):
+            try:
+                return self._reconcile(namespace, name)
+            except StatusConflict:
+                log.debug("%s/%s: status changed concurrently; deciding again", namespace, name)
+        return CONFLICT_RETRY_SECONDS
+
+    def _reconcile(self, namespace: str, name: str) -> float | None:
         body = self.api.get_migration(namespace, name)
         if body is None:
             return None
         status = body.get("status") or {}
-        if status.get("phase") in TERMINAL and status.get("observedGeneration") == body[
-            "metadata"
-        ].get("generation"):
-            return None  # finished for good: nothing to observe
+        generation = int(body["metadata"].get("generation", 0))
+        if status.get("phase") in TERMINAL:
+            if status.get("observedGeneration") == generation:
+                return None  # finished for good: nothing to observe
+            observed = Observed(generation=generation, secret_exists=False, workload=None)
+            decision = decide(validate(body.get("spec")), status, observed, self.now())
+            act(self.api, self.settings, body, None, decision)
+            return None
         spec = validate(body.get("spec"))
-        observed = (
-            Observed(
-                generation=int(body["metadata"].get("generation", 0)),
-                secret_exists=False,
-                workload=None,
-            )
-            if status.get("phase") in TERMINAL
-            else observe(self.api, body, spec)
-        )
-        decision = decide(spec, status, observed, dt.datetime.now(dt.UTC))
+        observed = observe(self.api, body, spec)
+        decision = decide(spec, status, observed, self.now())
         act(self.api, self.settings, body, None if isinstance(spec, Invalid) else spec, decision)
         return decision.requeue_after
+
+    @staticmethod
+    def now() -> dt.datetime:
+        return dt.datetime.now(dt.UTC)

@@ -15,8 +15,19 @@ Invariants `decide` keeps, each tested in tests/unit/test_decide.py:
   aborted. Its Job runs the verify queries before any destructive step.
 - A Job that exists for the current attempt is adopted, never created again; a new attempt
   only starts after a retry request or a pause, so nothing runs twice by accident.
-- An invalid spec, a missing Secret or workload: nothing runs, and the reason is in status.
+- An invalid spec, a missing Secret or key, a missing workload, an edited step of a phase that
+  already ran (`SpecChanged`), another migration owning the workload (`WorkloadConflict`):
+  nothing runs, and the reason is in status. An invalid spec never overwrites a terminal phase
+  and never hides a Job that still runs: its record keeps being updated.
+- Approval binds to content: the contract runs only when `spec.contract.approvedDigest` equals
+  the digest of what it would run (`core/digest.py`); otherwise `ApprovalStale`.
+- A contract Job whose steps have not started is withdrawn when the rollout proof goes away.
+- One failure keeps one reason (recorded in the phase record).
 - Events are returned only for transitions, never for an unchanged state.
+
+`decide` grows by gates: each gate is a small function that either blocks (and says why in
+status) or lets the evaluation go on. Order: terminal, invalid, job outcomes, abort, retry,
+spec changes, workload owner, Secret, workload; then the phases in order.
 """
 
 from __future__ import annotations
@@ -27,11 +38,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from datamigration.core import gates
 from datamigration.core import reasons as R
 from datamigration.core.conditions import Condition, find, set_conditions
-from datamigration.core.jobs import EXIT_PAUSED, EXIT_VERIFY_FAILED, JobObservation
-from datamigration.core.rollout import RolloutVerdict, container_names, evaluate_rollout
-from datamigration.core.spec import PHASES, MigrationSpec
+from datamigration.core.digest import (
+    change_token,
+    changed_steps,
+    contract_digest,
+    phase_checksums,
+    short,
+)
+from datamigration.core.jobs import (
+    EXIT_PAUSED,
+    EXIT_ROLLOUT_REGRESSED,
+    EXIT_VERIFY_FAILED,
+    JobObservation,
+)
+from datamigration.core.observed import Invalid, Observed, Peer, Workload
+from datamigration.core.pods import start_problem, started
+from datamigration.core.rollout import RolloutVerdict, evaluate_rollout
+from datamigration.core.rules import TERMINAL, contract_started
+from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec
 
 PHASE_LABELS = {
     "expand": "Expanding",
@@ -39,39 +66,23 @@ PHASE_LABELS = {
     "codeRollout": "RollingOut",
     "contract": "Contracting",
 }
-TERMINAL = ("Succeeded", "Aborted")
-SECRET_RECHECK_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class Invalid:
-    """A spec that failed validation: each problem names its field."""
-
-    problems: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Workload:
-    """The workload as listed from the API: the Deployment, its ReplicaSets, its pods."""
-
-    deployment: Mapping[str, Any]
-    replicasets: Sequence[Mapping[str, Any]] = ()
-    pods: Sequence[Mapping[str, Any]] = ()
-
-
-@dataclass(frozen=True)
-class Observed:
-    generation: int
-    secret_exists: bool
-    workload: Workload | None  # None: the Deployment does not exist
-    jobs: Sequence[JobObservation] = ()
-    retry_token: str = ""
+#: How long a running backfill may take to stop by itself after spec.paused before the operator
+#: deletes its Job (each batch is its own transaction: nothing is lost).
+PAUSE_GRACE_SECONDS = 30.0
+ACCEPT_CHANGE_ANNOTATION = "datamigration.dev/accept-change"
+__all__ = ["TERMINAL", "Invalid", "Observed", "Peer", "Workload", "decide"]
 
 
 @dataclass(frozen=True)
 class CreateJob:
     phase: str
     attempt: int
+    #: This attempt runs an accepted edit: the runner records new checksums of applied steps.
+    allow_checksum_change: bool = False
+    #: Contract only: the image the operator's rollout proof used, which the contract Job proves
+    #: again before each destructive step (in Observe mode without `workload.image`, the image
+    #: of the revision observed; it is part of the approved digest).
+    expected_image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,10 @@ class _Run:
 
     def progress(self, phase: str, summary: str) -> None:
         """Progress the operator itself reports (the runner reports its own Jobs' progress)."""
-        self.status["progress"] = {"phase": phase, "summary": summary}
+        progress = self.status.get("progress")
+        merged = dict(progress) if isinstance(progress, Mapping) else {}
+        merged.update(phase=phase, summary=summary)  # the runner's keys (rowsDone...) stay
+        self.status["progress"] = merged
 
     def started_any(self) -> bool:
         return any(self.record(p).get("state") != "Pending" for p in PHASES)
@@ -210,12 +224,15 @@ class _Run:
         if old_key == new_key:
             return
         reason = str(new_ready.get("reason", ""))
-        if any(isinstance(a, EmitEvent) for a in self.actions):
-            return
         stalled = find(self.status["conditions"], R.STALLED) or {}
         kind: Literal["Normal", "Warning"] = (
             "Warning" if stalled.get("status") == "True" else "Normal"
         )
+        emitted = [a for a in self.actions if isinstance(a, EmitEvent)]
+        # A more specific Event already tells the story, except that a new stall always gets
+        # its own Warning (a person must act).
+        if any(a.reason == reason for a in emitted) or (emitted and kind == "Normal"):
+            return
         self.event(kind, reason, str(self.status.get("message", "")))
 
 
@@ -227,42 +244,30 @@ def decide(
 ) -> Decision:
     """The next status of a DataMigration and the actions that lead there."""
     run = _Run(old=status, observed=observed, now=now)
-    if isinstance(spec, Invalid):
-        run.stall("Invalid", R.INVALID_SPEC, "; ".join(spec.problems))
-        return run.decision()
     if status.get("phase") in TERMINAL:
-        return run.decision()
-
+        return run.decision()  # finished for good: not even an invalid edit changes that
     _adopt_jobs(run)
+    _track_jobs(run)
+    if isinstance(spec, Invalid):
+        message = "; ".join(spec.problems)
+        running = [j.name for j in observed.jobs if j.outcome == "Running"]
+        if running:
+            message += f"; Job {', '.join(running)} keeps running and is still observed"
+        run.stall("Invalid", R.INVALID_SPEC, message)
+        return run.decision()
+    _contract_digest(run, spec)
+
     if spec.abort and _abort(run, spec):
         return run.decision()
     _apply_retry(run)
-
-    if not observed.secret_exists:
-        ref = spec.database
-        run.stall(
-            run.status.get("phase") or "Pending",
-            R.SECRET_NOT_FOUND,
-            f"Secret {ref.name} (spec.database.urlFrom.secretKeyRef.name) not found",
-        )
-        run.requeue_after = SECRET_RECHECK_SECONDS  # Secrets are not watched: no read access
+    if _spec_changed(run, spec):
         return run.decision()
-    if observed.workload is None:
-        run.stall(
-            run.status.get("phase") or "Pending",
-            R.WORKLOAD_NOT_FOUND,
-            f"Deployment {spec.workload.name} (spec.workload.name) not found",
-        )
-        return run.decision()
-    names = container_names(observed.workload.deployment)
-    if spec.workload.container not in names:
-        run.stall(
-            "Invalid",
-            R.INVALID_SPEC,
-            f"spec.workload.container: Deployment {spec.workload.name} has no container "
-            f"{spec.workload.container!r} (containers: {', '.join(names) or 'none'})",
-        )
-        return run.decision()
+    for gate in (gates.workload_owner, gates.secret, gates.workload_exists):
+        blocked = gate(spec, observed)
+        if blocked is not None:
+            run.stall(blocked.phase or _keep_phase(run), blocked.reason, blocked.message)
+            run.requeue_after = blocked.recheck_after
+            return run.decision()
 
     for phase in PHASES:
         state = run.record(phase).get("state")
@@ -285,6 +290,89 @@ def decide(
     return run.decision()
 
 
+# -- gates: each returns True when it blocked the migration (and said why in status) ------------
+def _keep_phase(run: _Run) -> str:
+    return str(run.status.get("phase") or "Pending")
+
+
+def _spec_changed(run: _Run, spec: MigrationSpec) -> bool:
+    """An edited step of a phase that ran (or runs) is never skipped: it stalls the migration
+    until reverted, or accepted through the `datamigration.dev/accept-change` annotation whose
+    value names exactly this version of the phase (`<phase>/<12 hex>`)."""
+    blocked: list[str] = []
+    for phase in JOB_PHASES:
+        rec = run.record(phase)
+        recorded = rec.get("steps")
+        if not isinstance(recorded, Mapping) or rec.get("state") == "Skipped":
+            continue
+        current = phase_checksums(spec, phase)
+        changed = changed_steps(recorded, current)
+        if not changed:
+            continue
+        token = change_token(phase, current)
+        job = _current_job(run, phase)
+        running = job is not None and job.outcome == "Running" and rec.get("state") == "Running"
+        if run.observed.accept_change == token:
+            if running and job is not None:
+                run.actions.append(DeleteJob(job.name))
+            rec.update(
+                state="Pending",
+                steps=current,
+                acceptChange=True,
+                message=f"edit accepted ({ACCEPT_CHANGE_ANNOTATION}={token}): the phase runs again",
+            )
+            rec.pop("reason", None)
+            run.event(
+                "Normal",
+                R.CHANGE_ACCEPTED,
+                f"edit of spec.{phase} step {', '.join(changed)} accepted ({token}); "
+                f"phase {phase} runs again",
+            )
+            continue
+        if running and phase == "backfill" and job is not None:
+            # Its runner would go on with the old definition: stop it before rows get mixed.
+            run.actions.append(DeleteJob(job.name))
+            rec.update(state="Pending", message=f"Job {job.name} stopped: its steps were edited")
+        when = "succeeded" if rec.get("state") == "Succeeded" else "started"
+        name = run.observed.name or "<name>"
+        blocked.append(
+            f"spec.{phase} step {', '.join(changed)} changed after phase {phase} {when}; "
+            "revert the edit, or accept it (the phase runs again): kubectl annotate "
+            f"datamigration {name} {ACCEPT_CHANGE_ANNOTATION}={token} --overwrite"
+        )
+    if not blocked:
+        return False
+    run.stall(_keep_phase(run), R.SPEC_CHANGED, "; ".join(blocked) + "; nothing runs until then")
+    return True
+
+
+def _approval(run: _Run, spec: MigrationSpec, digest: str | None) -> tuple[str, str] | None:
+    """None when the contract is approved for exactly what it would run; else (reason, why)."""
+    approved = spec.contract.approved_digest
+    if approved is not None and approved != digest:
+        return (
+            R.APPROVAL_STALE,
+            f"the approval is stale: spec.contract.approvedDigest is {short(approved)} but the "
+            f"contract (steps, verify queries, target image) is now {short(digest or '')}; "
+            f"review it and approve again: kubectl datamigration approve "
+            f"(sets spec.contract.approvedDigest: {digest})",
+        )
+    if spec.contract.approval == "Automatic" or approved is not None:
+        return None
+    if spec.contract.approved:
+        return (
+            R.APPROVAL_REQUIRED,
+            "contract awaits approval: spec.contract.approved is true but names no digest, so it "
+            f"approves nothing in particular; approve {short(digest or '')}: kubectl "
+            f"datamigration approve (or set spec.contract.approvedDigest: {digest})",
+        )
+    return (
+        R.APPROVAL_REQUIRED,
+        f"contract awaits approval of {short(digest or '')}: kubectl datamigration approve "
+        f"(or set spec.contract.approvedDigest: {digest})",
+    )
+
+
 def _adopt_jobs(run: _Run) -> None:
     """Trust the API over our own status: a Job of a later attempt than recorded (the operator
     stopped between creating it and writing status) becomes the phase's current Job."""
@@ -295,6 +383,13 @@ def _adopt_jobs(run: _Run) -> None:
             rec["job"] = job.name
             rec["state"] = "Running"
             rec.setdefault("startedAt", _iso(run.now))
+            # Whoever records the start announces it (the process that created the Job may
+            # have lost the status write to another one).
+            run.event(
+                "Normal",
+                R.PHASE_STARTED,
+                f"phase {job.phase} started (attempt {job.attempt}, Job {job.name})",
+            )
 
 
 def _current_job(run: _Run, phase: str) -> JobObservation | None:
@@ -305,11 +400,60 @@ def _current_job(run: _Run, phase: str) -> JobObservation | None:
     return None
 
 
+def _failure_reason(phase: str, exit_code: int | None) -> str:
+    if phase == "contract" and exit_code == EXIT_VERIFY_FAILED:
+        return R.VERIFY_FAILED
+    if phase == "contract" and exit_code == EXIT_ROLLOUT_REGRESSED:
+        return R.ROLLOUT_REGRESSED
+    return R.JOB_FAILED
+
+
+def _track_jobs(run: _Run) -> None:
+    """Record the outcome of every phase Job that was running, whatever else blocks: a finished
+    Job is never lost from status, and each failure gets its reason once, here."""
+    for phase in JOB_PHASES:
+        rec = run.record(phase)
+        job = _current_job(run, phase)
+        if job is None or rec.get("state") != "Running" or job.outcome == "Running":
+            continue
+        rec["job"] = job.name
+        rec.pop("pauseRequestedAt", None)
+        if job.outcome == "Succeeded":
+            rec.update(state="Succeeded", message="")
+            rec.pop("reason", None)
+            rec["finishedAt"] = _iso(run.now)
+            run.event("Normal", R.PHASE_SUCCEEDED, f"phase {phase} succeeded (Job {job.name})")
+        elif job.exit_code == EXIT_PAUSED:
+            rec.update(state="Pending", message="paused at a checkpoint; resumes on unpause")
+        else:
+            reason = _failure_reason(phase, job.exit_code)
+            rec.update(state="Failed", message=job.message, reason=reason)
+            rec["finishedAt"] = _iso(run.now)
+            run.event("Warning", reason, f"{phase}: {job.message}")
+
+
+def _contract_digest(run: _Run, spec: MigrationSpec) -> None:
+    """status.contract: the digest an approval must name, or why it is not known yet."""
+    if not (spec.contract.steps.steps or spec.contract.verify.steps):
+        run.status.pop("contract", None)
+        return
+    image = _target_image(run, spec)
+    digest = contract_digest(spec, image)
+    if digest is None:
+        run.status["contract"] = {
+            "message": "the digest is known once the rollout to the new code is observed "
+            "(spec.codeRollout.mode Observe without spec.workload.image)"
+        }
+        return
+    run.status["contract"] = {"digest": digest, "shortDigest": short(digest), "image": image or ""}
+    if spec.contract.approved_digest:
+        run.status["contract"]["approvedDigest"] = spec.contract.approved_digest
+
+
 def _abort(run: _Run, spec: MigrationSpec) -> bool:
     """Abort stops everything before contract, for good. Once contract has started it cannot be
     taken back, so the abort is refused (and said so) rather than leave a half-done contract."""
-    contract = run.record("contract")
-    if contract.get("state") != "Pending" or _current_job(run, "contract") is not None:
+    if contract_started(run.status) or _current_job(run, "contract") is not None:
         run.flag(R.STALLED, False, R.ABORTED, "abort ignored: contract has already started")
         return False
     for job in run.observed.jobs:
@@ -334,6 +478,7 @@ def _apply_retry(run: _Run) -> None:
         if rec.get("state") == "Failed":
             rec["state"] = "Pending"
             rec["message"] = "retry requested"
+            rec.pop("reason", None)
             rec.pop("startedAt", None)
             rec.pop("finishedAt", None)
             run.event("Normal", R.RETRIED, f"retrying phase {phase}")
@@ -398,49 +543,32 @@ def _job_phase(run: _Run, spec: MigrationSpec, phase: str) -> bool:
         return True
 
     job = _current_job(run, phase)
-    if job is not None and rec.get("state") == "Running":
-        if job.outcome == "Succeeded":
-            rec.update(state="Succeeded", job=job.name, message="")
-            rec["finishedAt"] = _iso(run.now)
-            run.event("Normal", R.PHASE_SUCCEEDED, f"phase {phase} succeeded (Job {job.name})")
-            return True
-        if job.outcome == "Running":
-            rec["job"] = job.name
-            run.set(label, f"{phase} running (Job {job.name})")
-            return False
-        if job.exit_code == EXIT_PAUSED:
-            rec.update(state="Pending", message="paused at a checkpoint; resumes on unpause")
-        else:
-            reason = (
-                R.VERIFY_FAILED
-                if phase == "contract" and job.exit_code == EXIT_VERIFY_FAILED
-                else R.JOB_FAILED
-            )
-            rec.update(state="Failed", message=job.message)
-            rec["finishedAt"] = _iso(run.now)
-            run.stall("Failed", reason, f"{phase}: {job.message}")
-            run.event("Warning", reason, f"{phase}: {job.message}")
-            return False
+    if job is not None and rec.get("state") == "Running" and job.outcome == "Running":
+        return _running(run, spec, phase, job)
     if rec.get("state") == "Failed":
-        run.stall("Failed", R.JOB_FAILED, f"{phase}: {rec.get('message', 'failed')}")
+        reason = str(rec.get("reason") or R.JOB_FAILED)
+        run.stall("Failed", reason, f"{phase}: {rec.get('message', 'failed')}")
         return False
 
     # Nothing runs for this phase: may it start now?
     if spec.paused:
         run.set(
             "Paused",
-            f"paused before {phase}",
+            f"paused before {phase}" + (f" ({rec['message']})" if rec.get("message") else ""),
             ready=("False", R.PAUSED),
             progressing=("False", R.PAUSED),
         )
         return False
+    # A contract withdrawn for a regressed rollout keeps saying so while it waits.
+    regressed = rec.get("reason") == R.ROLLOUT_REGRESSED
+    waiting = R.ROLLOUT_REGRESSED if regressed else R.WAITING_FOR_WORKLOAD
     stable = _verdict(run, spec, None)
     if not stable.complete:
         run.set(
             label if run.started_any() else "Pending",
             f"waiting for Deployment {spec.workload.name} to be stable before {phase}: "
             f"{stable.message}",
-            ready=("False", R.WAITING_FOR_WORKLOAD),
+            ready=("False", waiting),
         )
         return False
     if phase == "contract":
@@ -451,37 +579,115 @@ def _job_phase(run: _Run, spec: MigrationSpec, phase: str) -> bool:
             run.set(
                 label,
                 f"contract waits for the rollout proof: {proof.message}",
-                ready=("False", R.WAITING_FOR_WORKLOAD),
+                ready=("False", waiting),
             )
             return False
-        if spec.contract.approval == "Manual" and not spec.contract.approved:
-            message = (
-                "contract awaits approval: kubectl datamigration approve "
-                "(or set spec.contract.approved: true)"
-            )
+        blocked = _approval(run, spec, contract_digest(spec, _target_image(run, spec)))
+        if blocked is not None:
+            reason, message = blocked
+            stale = reason == R.APPROVAL_STALE
             run.set(
                 "AwaitingApproval",
                 message,
-                ready=("False", R.APPROVAL_REQUIRED),
-                progressing=("False", R.APPROVAL_REQUIRED),
+                ready=("False", reason),
+                progressing=("False", reason),
+                stalled=("True", reason) if stale else None,
                 awaiting=True,
             )
-            run.progress("contract", "awaiting approval")
+            run.progress("contract", "approval stale" if stale else "awaiting approval")
             return False
 
     # A phase recorded Running whose Job is gone (deleted by hand) gets the same attempt again:
     # same name, same ledger entries, so nothing is counted or run twice.
     attempts = int(rec.get("attempts", 0))
     attempt = attempts if rec.get("state") == "Running" and attempts > 0 else attempts + 1
-    run.actions.append(CreateJob(phase, attempt))
-    rec.update(state="Running", attempts=attempt, message="")
+    accepted = bool(rec.pop("acceptChange", False))
+    expected = _target_image(run, spec) if phase == "contract" else None
+    run.actions.append(
+        CreateJob(phase, attempt, allow_checksum_change=accepted, expected_image=expected)
+    )
+    rec.update(state="Running", attempts=attempt, message="", steps=phase_checksums(spec, phase))
     rec["startedAt"] = _iso(run.now)
-    rec.pop("finishedAt", None)
-    rec.pop("job", None)
+    for key in ("finishedAt", "job", "reason", "pauseRequestedAt"):
+        rec.pop(key, None)
     run.set(label, f"{phase} started (attempt {attempt})")
     run.progress(phase, f"{phase} starting")
     run.event("Normal", R.PHASE_STARTED, f"phase {phase} started (attempt {attempt})")
     return False
+
+
+def _running(run: _Run, spec: MigrationSpec, phase: str, job: JobObservation) -> bool:
+    """A phase whose Job runs: watch that its pod can start, enforce a pause, and for contract
+    withdraw the Job while its steps have not started if the rollout proof went away."""
+    rec = run.record(phase)
+    label = PHASE_LABELS[phase]
+    rec["job"] = job.name
+    pods = run.observed.job_pods.get(job.name, ())
+    if phase == "contract" and not _contract_steps_started(run, spec, pods):
+        proof = _verdict(run, spec, _target_image(run, spec))
+        if not proof.complete:
+            _record_rollout(run, proof)
+            run.actions.append(DeleteJob(job.name))
+            message = (
+                f"contract Job {job.name} withdrawn before its steps started: the rollout proof "
+                f"no longer holds: {proof.message}"
+            )
+            rec.update(state="Pending", reason=R.ROLLOUT_REGRESSED, message=message)
+            run.flag(R.ROLLOUT_VERIFIED, False, R.ROLLOUT_REGRESSED, proof.message)
+            run.stall(label, R.ROLLOUT_REGRESSED, message)
+            return False
+    problem = start_problem(pods, run.now)
+    if problem is not None and problem.recheck_after == 0.0:
+        run.stall(label, problem.reason, f"{phase}: Job {job.name} cannot start: {problem.message}")
+        return False
+    if problem is not None:
+        run.requeue_after = problem.recheck_after
+    if spec.paused and phase == "backfill":
+        asked = str(rec.setdefault("pauseRequestedAt", _iso(run.now)))
+        waited = (run.now - _parse_iso(asked)).total_seconds()
+        if waited >= PAUSE_GRACE_SECONDS:
+            run.actions.append(DeleteJob(job.name))
+            rec.update(
+                state="Pending",
+                message=f"the operator stopped Job {job.name} after {int(PAUSE_GRACE_SECONDS)}s "
+                "of spec.paused (the runner had not stopped by itself); the last committed batch "
+                "is kept",
+            )
+            rec.pop("pauseRequestedAt", None)
+            run.set(
+                "Paused",
+                f"paused in backfill: {rec['message']}",
+                ready=("False", R.PAUSED),
+                progressing=("False", R.PAUSED),
+            )
+            return False
+        # Not "Paused" yet: that phase means nothing runs any more.
+        run.set(
+            label,
+            f"pausing: backfill Job {job.name} stops after the batch in progress (else the "
+            f"operator stops it {int(PAUSE_GRACE_SECONDS)}s after the pause was seen)",
+            ready=("False", R.PAUSING),
+        )
+        run.requeue_after = max(1.0, PAUSE_GRACE_SECONDS - waited)
+        return False
+    rec.pop("pauseRequestedAt", None)
+    run.set(label, f"{phase} running (Job {job.name})")
+    return False
+
+
+def _contract_steps_started(
+    run: _Run, spec: MigrationSpec, pods: Sequence[Mapping[str, Any]]
+) -> bool:
+    """Whether the contract Job may have begun a destructive step. Not begun: its pod has not
+    started, or the runner reports a verify query as its current step. Anything else counts as
+    begun (the runner re-checks the proof itself before each step)."""
+    if not started(pods):
+        return False
+    progress = run.old.get("progress")
+    if not isinstance(progress, Mapping) or progress.get("phase") != "contract":
+        return True
+    verify = {step.name for step in spec.contract.verify.steps}
+    return str(progress.get("step", "")) not in verify
 
 
 def _rollout(run: _Run, spec: MigrationSpec) -> bool:
@@ -504,8 +710,10 @@ def _rollout(run: _Run, spec: MigrationSpec) -> bool:
         rec.update(state="Running", attempts=int(rec.get("attempts", 0)) + 1, message="")
         rec["startedAt"] = _iso(run.now)
         rec.pop("finishedAt", None)
-        rec.pop("image", None)
-        rec["fromRevision"] = _verdict(run, spec, None).revision
+        rec.pop("reason", None)
+        # A retry keeps the revision it started from and the image it saw roll out, so a rollout
+        # that timed out but completed since is recognised (not another revision awaited).
+        rec.setdefault("fromRevision", _verdict(run, spec, None).revision)
         action = "setting" if spec.code_rollout.mode == "Apply" else "waiting for"
         run.event(
             "Normal",

@@ -30,6 +30,8 @@ SUCCEEDED: Final = "Succeeded"
 PAUSED: Final = "Paused"
 RESUMED: Final = "Resumed"
 RETRIED: Final = "Retried"
+CHANGE_ACCEPTED: Final = "ChangeAccepted"
+PAUSING: Final = "Pausing"
 
 # Reasons: failures and blocks.
 INVALID_SPEC: Final = "InvalidSpec"
@@ -40,3 +42,10 @@ VERIFY_FAILED: Final = "VerifyFailed"
 ROLLOUT_FAILED: Final = "RolloutFailed"
 ROLLOUT_TIMED_OUT: Final = "RolloutTimedOut"
 ABORTED: Final = "Aborted"
+SECRET_KEY_NOT_FOUND: Final = "SecretKeyNotFound"  # noqa: S105 - a reason, not a secret
+APPROVAL_STALE: Final = "ApprovalStale"
+SPEC_CHANGED: Final = "SpecChanged"
+WORKLOAD_CONFLICT: Final = "WorkloadConflict"
+ROLLOUT_REGRESSED: Final = "RolloutRegressed"
+# A phase pod that cannot start stalls with the pod's own waiting reason (core/pods.py):
+# CreateContainerConfigError, ImagePullBackOff, ErrImagePull, InvalidImageName, Unschedulable.

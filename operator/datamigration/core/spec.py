@@ -8,6 +8,7 @@ names the field path, as the API server does: `spec.workload.image: required whe
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,6 +30,8 @@ from datamigration.core.steps import (
     Step,
     parse_steps,
 )
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 JOB_PHASES: tuple[str, ...] = ("expand", "backfill", "contract")
 PHASES: tuple[str, ...] = ("expand", "backfill", "codeRollout", "contract")
@@ -103,6 +106,8 @@ class CodeRollout:
 class Contract:
     approval: Approval = "Manual"
     approved: bool = False
+    #: The contract digest a person approved (`sha256:<hex>`); see `core/digest.py`.
+    approved_digest: str | None = None
     verify: PhaseSteps = field(default_factory=PhaseSteps)
     steps: PhaseSteps = field(default_factory=PhaseSteps)
 
@@ -203,6 +208,16 @@ def _enum(raw: Mapping[str, Any], key: str, path: str, allowed: tuple[str, ...])
     if value not in allowed:
         raise SpecError(f"{path}.{key}", f"must be one of {', '.join(allowed)}, not {value!r}")
     return str(value)
+
+
+def _digest(raw: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = _str(raw, key, path, required=False)
+    if value is not None and not _DIGEST.fullmatch(value):
+        raise SpecError(
+            f"{path}.{key}",
+            "must be a digest as status.contract.digest shows it: sha256: and 64 hex digits",
+        )
+    return value
 
 
 def _phase_steps(raw: Any, path: str) -> PhaseSteps:
@@ -314,6 +329,7 @@ def parse_spec(raw: Any) -> MigrationSpec:
     contract = Contract(
         approval="Automatic" if approval == "Automatic" else "Manual",
         approved=_bool(ct, "approved", "spec.contract"),
+        approved_digest=_digest(ct, "approvedDigest", "spec.contract"),
         verify=_verify_steps(ct.get("verify"), "spec.contract.verify"),
         steps=_phase_steps(ct if ct.get("steps") is not None else None, "spec.contract"),
     )

@@ -16,7 +16,6 @@ from typing import Any
 from datamigration.k8s.client import JSON, KubeClient, KubeError, migration_path
 
 COMPONENT = "datamigration-operator"
-METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 def label_selector(selector: Mapping[str, Any]) -> str:
@@ -42,6 +41,7 @@ class ClusterApi:
         self.kube = kube or KubeClient()
 
     # -- DataMigrations (get/list/patch datamigrations, patch datamigrations/status) ----------
+    # The operator lists its namespace's migrations to find another owner of the workload.
     def get_migration(self, namespace: str, name: str) -> JSON | None:
         try:
             return self.kube.get(migration_path(namespace, name))
@@ -50,16 +50,43 @@ class ClusterApi:
                 return None
             raise
 
-    def list_migrations(self, namespace: str | None = None) -> list[JSON]:
-        if namespace:
-            return self.kube.list_items(migration_path(namespace))
-        return self.kube.list_items("/apis/datamigration.dev/v1alpha1/datamigrations")
+    def list_migrations(
+        self, namespace: str | None = None, workload: str | None = None
+    ) -> list[JSON]:
+        """All DataMigrations (of a namespace); with `workload`, only those whose
+        spec.workload.name is that (a server-side field selector: the CRD's selectableFields)."""
+        path = (
+            migration_path(namespace)
+            if namespace
+            else "/apis/datamigration.dev/v1alpha1/datamigrations"
+        )
+        if not workload:
+            return self.kube.list_items(path)
+        try:
+            return self.kube.list_items(path, fieldSelector=f"spec.workload.name={workload}")
+        except KubeError as exc:
+            if exc.status != 400:
+                raise
+        # A CRD installed before selectableFields: the same answer, filtered here.
+        return [
+            item
+            for item in self.kube.list_items(path)
+            if (item.get("spec") or {}).get("workload", {}).get("name") == workload
+        ]
 
     def patch_migration(self, namespace: str, name: str, patch: JSON) -> JSON:
         return self.kube.merge_patch(migration_path(namespace, name), patch)
 
-    def patch_migration_status(self, namespace: str, name: str, status: JSON) -> JSON:
-        return self.kube.merge_patch(migration_path(namespace, name, "status"), {"status": status})
+    def patch_migration_status(
+        self, namespace: str, name: str, status: JSON, resource_version: str | None = None
+    ) -> JSON:
+        """Merge-patch the status. With `resource_version`, only if the object is still at that
+        version: a concurrent write (the runner's progress, a second operator) answers 409 and
+        raises `KubeError` with `conflict`, so the caller re-reads and decides again."""
+        body: JSON = {"status": status}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return self.kube.merge_patch(migration_path(namespace, name, "status"), body)
 
     # -- Jobs (create/list/delete jobs; list pods for their exit codes) ----------------------
     def list_jobs(self, namespace: str, selector: str) -> list[JSON]:
@@ -113,17 +140,19 @@ class ClusterApi:
             content_type="application/strategic-merge-patch+json",
         )
 
-    # -- Secrets (get secrets, metadata only: the values never reach the operator) -----------
-    def secret_exists(self, namespace: str, name: str) -> bool:
+    # -- Secrets (get secrets; only key names leave this function, never a value) ------------
+    def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
+        """Whether the Secret has `key` (None: no such Secret). The Secret is read, but only
+        the presence of the key is returned: the values are dropped here, never logged or kept."""
         try:
-            self.kube.request(
-                "GET", f"/api/v1/namespaces/{namespace}/secrets/{name}", accept=METADATA_ONLY
-            )
+            secret = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
         except KubeError as exc:
             if exc.not_found:
-                return False
+                return None
             raise
-        return True
+        present = key in (secret.get("data") or {}) or key in (secret.get("stringData") or {})
+        del secret
+        return present
 
     # -- Runner identity (create serviceaccounts, rolebindings; bind the runner ClusterRole) --
     def ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None:
@@ -165,17 +194,22 @@ class ClusterApi:
 
     # -- Events (create events) ---------------------------------------------------------------
     def post_event(
-        self, involved: Mapping[str, Any], type_: str, reason: str, message: str
+        self,
+        involved: Mapping[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        name: str | None = None,
     ) -> None:
+        """Create an Event. With a deterministic `name`, a second create of the same Event (a
+        retry, a second operator process) answers 409 and is a no-op."""
         meta = involved.get("metadata", {})
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        naming = {"name": name} if name else {"generateName": f"{meta.get('name')}."}
         body = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {
-                "generateName": f"{meta.get('name')}.",
-                "namespace": meta.get("namespace"),
-            },
+            "metadata": {**naming, "namespace": meta.get("namespace")},
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion"),
                 "kind": involved.get("kind"),
@@ -193,7 +227,11 @@ class ClusterApi:
             "lastTimestamp": now,
             "count": 1,
         }
-        self.kube.create(f"/api/v1/namespaces/{meta.get('namespace')}/events", body)
+        try:
+            self.kube.create(f"/api/v1/namespaces/{meta.get('namespace')}/events", body)
+        except KubeError as exc:
+            if not (exc.conflict and name):
+                raise
 
     def watch_migration(
         self, namespace: str, name: str, resource_version: str = "", timeout_seconds: int = 300

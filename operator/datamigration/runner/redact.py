@@ -1,4 +1,7 @@
-"""Secret scrubbing: the database URL, its password and its userinfo never leave the runner.
+"""Secret scrubbing in the runner: the database URL, its password and its userinfo never leave it.
+
+The rules and the safety nets are the project's one scrubber, `datamigration.core.redact`; this
+module adds what only the runner can do: derive every spelling of the URL it was given.
 
 Why: the runner's log is read with `kubectl logs` and its last lines become the Job's failure
 message on the DataMigration; the ledger's `error` column is readable by anyone with SELECT on
@@ -14,20 +17,16 @@ A short password can make the scrubber blank unrelated text; that is the price o
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-#: What replaces a removed URL or secret.
-URL_PLACEHOLDER = "[database URL]"
-SECRET_PLACEHOLDER = "***"  # noqa: S105 - the placeholder, not a password
+from datamigration.core import redact
+from datamigration.core.redact import SECRET_PLACEHOLDER, URL_PLACEHOLDER
 
-# Safety nets for text we did not anticipate (these are not SQL classification).
-_ANY_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)[^\s/@'\"]+@")
-_PASSWORD_PAIR = re.compile(r"(?i)(password\s*[=:]\s*)('[^']*'|\"[^\"]*\"|[^\s&;,'\"]+)")
+__all__ = ["SECRET_PLACEHOLDER", "URL_PLACEHOLDER", "Scrubber", "scrub", "url_secrets"]
 
 
 def url_secrets(url: str) -> list[str]:
@@ -67,26 +66,17 @@ def url_secrets(url: str) -> list[str]:
     return sorted((s for s in found if s), key=len, reverse=True)
 
 
-class Scrubber:
+class Scrubber(redact.Scrubber):
     """Removes the secrets of the given URLs (and any URL userinfo) from text."""
 
     def __init__(self, urls: Iterable[str] = ()) -> None:
-        self._secrets: list[str] = []
+        super().__init__()
         for url in urls:
             self.add_url(url)
 
     def add_url(self, url: str) -> None:
         """Also scrub everything derived from `url`."""
-        secrets = set(self._secrets) | set(url_secrets(url))
-        self._secrets = sorted(secrets, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            if secret in text:
-                placeholder = URL_PLACEHOLDER if "://" in secret else SECRET_PLACEHOLDER
-                text = text.replace(secret, placeholder)
-        text = _ANY_USERINFO.sub(lambda m: f"{m.group('scheme')}{SECRET_PLACEHOLDER}@", text)
-        return _PASSWORD_PAIR.sub(lambda m: f"{m.group(1)}{SECRET_PLACEHOLDER}", text)
+        self.add(url_secrets(url))
 
 
 def scrub(text: str, *urls: str) -> str:

@@ -21,12 +21,14 @@ if status.phases ~= nil and status.phases.contract ~= nil then
   contractStarted = state ~= nil and state ~= "Pending"
 end
 
--- As `kubectl datamigration approve`: possible ahead of time (the contract then starts as soon as
--- the rollout is proven), pointless without a contract or with approval Automatic.
+-- As `kubectl datamigration approve`: it approves the digest the operator shows
+-- (status.contract.digest), so it is offered only once that is known and not yet approved;
+-- pointless without a contract or with approval Automatic.
+local digest = (status.contract or {}).digest
 actions["approve"] = {
   ["displayName"] = "Approve contract",
   ["disabled"] = finished or spec.contract == nil or contract.approval == "Automatic"
-    or contract.approved == true,
+    or digest == nil or contract.approvedDigest == digest,
 }
 actions["pause"] = {
   ["displayName"] = "Pause",

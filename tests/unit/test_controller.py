@@ -1,0 +1,255 @@
+"""The controller (observe, decide, act, the reconciler) against a fake of the API adapter.
+
+The fake implements `OperatorApi` in memory, with the API server's rules that matter here:
+resourceVersion preconditions on status writes (409 on a stale version), 409 on creating a Job
+or an Event whose name exists. What it shows: status writes never overwrite a newer state, the
+runner's progress keys survive, Events go out once per transition even with two operators at
+once, a Secret without the key creates no Job, and messages from pods are scrubbed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from factories import Cluster, spec
+
+from datamigration.controller.reconciler import Reconciler
+from datamigration.controller.settings import OperatorSettings
+from datamigration.core.diff import merge_patch
+from datamigration.k8s.client import KubeError
+
+JSON = dict[str, Any]
+NS = "shop"
+
+
+def apply_merge(target: JSON, patch: Mapping[str, Any]) -> JSON:
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            apply_merge(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+class FakeApi:
+    """An in-memory API server for one namespace."""
+
+    def __init__(self, raw_spec: JSON, *, secret_keys: tuple[str, ...] = ("url",)) -> None:
+        self.rv = 1
+        self.migration: JSON = {
+            "apiVersion": "datamigration.dev/v1alpha1",
+            "kind": "DataMigration",
+            "metadata": {
+                "name": "m",
+                "namespace": NS,
+                "uid": "uid-12345",
+                "generation": 1,
+                "resourceVersion": "1",
+                "creationTimestamp": "2026-11-21T10:00:00Z",
+            },
+            "spec": raw_spec,
+        }
+        self.cluster = Cluster()
+        self.secret_keys = secret_keys
+        self.jobs: dict[str, JSON] = {}
+        self.pods: dict[str, list[JSON]] = {}
+        self.events: dict[str, JSON] = {}
+        self.job_creates = 0
+        self.status_writes = 0
+        self.before_status_write: Callable[[], None] | None = None
+
+    def _bump(self) -> None:
+        self.rv += 1
+        self.migration["metadata"]["resourceVersion"] = str(self.rv)
+
+    # -- the runner, from outside -----------------------------------------------------------------
+    def runner_progress(self, progress: JSON) -> None:
+        status = self.migration.setdefault("status", {})
+        apply_merge(status, {"progress": progress})
+        self._bump()
+
+    # -- OperatorApi --------------------------------------------------------------------------------
+    def get_migration(self, namespace: str, name: str) -> JSON | None:
+        return copy.deepcopy(self.migration)
+
+    def list_migrations(
+        self, namespace: str | None = None, workload: str | None = None
+    ) -> list[JSON]:
+        return [copy.deepcopy(self.migration)]
+
+    def patch_migration_status(
+        self, namespace: str, name: str, status: JSON, resource_version: str | None = None
+    ) -> JSON:
+        hook, self.before_status_write = self.before_status_write, None
+        if hook is not None:
+            hook()
+        if resource_version is not None and resource_version != str(self.rv):
+            raise KubeError(409, "Conflict", "the object has been modified")
+        apply_merge(self.migration.setdefault("status", {}), status)
+        self.status_writes += 1
+        self._bump()
+        return copy.deepcopy(self.migration)
+
+    def list_jobs(self, namespace: str, selector: str) -> list[JSON]:
+        return [copy.deepcopy(j) for j in self.jobs.values()]
+
+    def create_job(self, manifest: JSON) -> JSON:
+        self.job_creates += 1
+        self.jobs.setdefault(manifest["metadata"]["name"], copy.deepcopy(manifest))
+        return manifest
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.jobs.pop(name, None)
+
+    def list_pods(self, namespace: str, selector: str) -> list[JSON]:
+        if selector.startswith("job-name="):
+            return self.pods.get(selector.split("=", 1)[1], [])
+        return self.cluster.pods
+
+    def get_deployment(self, namespace: str, name: str) -> JSON | None:
+        return self.cluster.deployment()
+
+    def list_replicasets(self, namespace: str, selector: str) -> list[JSON]:
+        return self.cluster.rs
+
+    def set_container_image(self, namespace: str, name: str, container: str, image: str) -> None:
+        self.cluster.rolled_out(image)
+
+    def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
+        return key in self.secret_keys
+
+    def ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None:
+        pass
+
+    def post_event(
+        self,
+        involved: Mapping[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        name: str | None = None,
+    ) -> None:
+        assert name is not None
+        if name not in self.events:  # the API server answers 409; the adapter ignores it
+            self.events[name] = {"type": type_, "reason": reason, "message": message}
+
+    # -- helpers --------------------------------------------------------------------------------
+    def finish(self, phase: str, *, failed: bool = False, log: str = "") -> None:
+        for name, job in self.jobs.items():
+            if job["metadata"]["labels"]["datamigration.dev/phase"] == phase:
+                kind = "Failed" if failed else "Complete"
+                job["status"] = {"conditions": [{"type": kind, "status": "True"}]}
+                if failed:
+                    self.pods[name] = [
+                        {
+                            "metadata": {"name": f"{name}-p"},
+                            "status": {
+                                "containerStatuses": [
+                                    {
+                                        "name": "runner",
+                                        "state": {
+                                            "terminated": {
+                                                "exitCode": 7,
+                                                "message": log,
+                                                "finishedAt": "2026-11-21T10:00:00Z",
+                                            }
+                                        },
+                                    }
+                                ]
+                            },
+                        }
+                    ]
+
+    def reasons(self) -> list[str]:
+        return sorted(e["reason"] for e in self.events.values())
+
+
+def reconciler(api: FakeApi) -> Reconciler:
+    return Reconciler(api=api, settings=OperatorSettings(manage_runner_rbac=False))
+
+
+def status(api: FakeApi) -> JSON:
+    result: JSON = api.migration.get("status") or {}
+    return result
+
+
+def test_reconcile_creates_one_job_then_records_it_then_emits_the_event() -> None:
+    api = FakeApi(spec())
+    reconciler(api).reconcile_once(NS, "m")
+    assert list(api.jobs) == ["m-expand-1-uid-1"]
+    assert status(api)["phases"]["expand"]["state"] == "Running"
+    assert api.reasons() == ["PhaseStarted"]
+    reconciler(api).reconcile_once(NS, "m")  # sees its Job running: a message, no Event
+    writes = api.status_writes
+    reconciler(api).reconcile_once(NS, "m")  # nothing changed: no write, no Event
+    assert api.job_creates == 1 and api.reasons() == ["PhaseStarted"]
+    assert api.status_writes == writes
+
+
+def test_a_concurrent_runner_write_is_not_overwritten_and_its_keys_survive() -> None:
+    api = FakeApi(spec())
+    reconciler(api).reconcile_once(NS, "m")
+    api.runner_progress({"phase": "expand", "rowsDone": 42, "step": "add-col"})
+    api.finish("expand")
+    api.before_status_write = lambda: api.runner_progress({"rowsDone": 43})
+    reconciler(api).reconcile_once(NS, "m")
+    assert status(api)["progress"]["rowsDone"] == 43
+    assert status(api)["phases"]["expand"]["state"] == "Succeeded"
+    assert api.reasons().count("PhaseSucceeded") == 1
+
+
+def test_two_operators_at_once_emit_each_event_once() -> None:
+    api = FakeApi(spec())
+    first, second = reconciler(api), reconciler(api)
+    # The second operator reconciles between the first one's read and its status write.
+    api.before_status_write = lambda: second.reconcile_once(NS, "m")
+    first.reconcile_once(NS, "m")
+    assert list(api.jobs) == ["m-expand-1-uid-1"]
+    # The second one recorded the start (it adopted the Job); the first one's write met a 409,
+    # and on a fresh read it saw no transition left to announce.
+    assert api.reasons() == ["PhaseStarted"]
+    api.finish("expand")
+    api.before_status_write = lambda: second.reconcile_once(NS, "m")
+    first.reconcile_once(NS, "m")
+    assert api.reasons() == ["PhaseStarted", "PhaseStarted", "PhaseSucceeded"]
+    assert len({e["message"] for e in api.events.values()}) == 3
+    assert sorted(
+        j["metadata"]["labels"]["datamigration.dev/phase"] for j in api.jobs.values()
+    ) == [
+        "backfill",
+        "expand",
+    ]
+
+
+def test_secret_without_the_key_creates_no_job() -> None:
+    api = FakeApi(spec(), secret_keys=("password",))
+    reconciler(api).reconcile_once(NS, "m")
+    assert api.jobs == {} and status(api)["conditions"][2]["reason"] == "SecretKeyNotFound"
+
+
+def test_messages_from_pods_are_scrubbed_before_status_and_events() -> None:
+    api = FakeApi(spec())
+    reconciler(api).reconcile_once(NS, "m")
+    api.finish("expand", failed=True, log="connect postgresql://app:s3cr3t@db/shop failed")
+    reconciler(api).reconcile_once(NS, "m")
+    assert "s3cr3t" not in str(api.migration) and "s3cr3t" not in str(api.events)
+    assert "JobFailed" in api.reasons()
+
+
+def test_invalid_edit_after_success_keeps_succeeded() -> None:
+    api = FakeApi(spec())
+    api.migration["status"] = {"phase": "Succeeded", "observedGeneration": 1}
+    api.migration["spec"] = {"workload": {}}
+    api.migration["metadata"]["generation"] = 2
+    reconciler(api).reconcile_once(NS, "m")
+    assert status(api)["phase"] == "Succeeded" and api.events == {}
+
+
+def test_merge_patch_never_nulls_unowned_progress_keys() -> None:
+    old = {"progress": {"rowsDone": 5, "phase": "backfill"}}
+    new = {"progress": {"rowsDone": 5, "phase": "backfill", "summary": "x"}}
+    assert merge_patch(old, new) == {"progress": {"summary": "x"}}
