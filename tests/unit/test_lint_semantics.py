@@ -503,3 +503,37 @@ def test_a_too_deep_where_is_refused(build: Any, depth: int) -> None:
 
 def test_an_even_number_of_nots_on_false_is_still_evaluated() -> None:
     assert lint("expand", "DELETE FROM users WHERE " + "NOT " * 64 + "false") == []
+
+
+@pytest.mark.parametrize("phase", ["expand", "backfill", "contract"])
+@pytest.mark.parametrize(
+    "step",
+    [
+        pytest.param(
+            {"name": "v", "verify": {"query": "SELECT setval('users_id_seq', 1)", "expect": 1}},
+            id="verify-setval",
+        ),
+        pytest.param(
+            {"name": "v", "verify": {"query": "SELECT pg_advisory_lock(1)", "expect": ""}},
+            id="verify-advisory-lock",
+        ),
+        pytest.param(
+            {"name": "b", "backfill": {"table": "t", "set": {"c": "nextval('s')"}}},
+            id="backfill-set-nextval",
+        ),
+        pytest.param(
+            {
+                "name": "b",
+                "backfill": {"table": "t", "set": {"c": "1"}, "where": "setval('s', 1) > 0"},
+            },
+            id="backfill-where-setval",
+        ),
+    ],
+)
+def test_a_side_effect_in_a_check_or_a_transform_is_refused_in_every_phase(
+    phase: str, step: dict[str, Any]
+) -> None:
+    """In contract the verify queries share the destructive step's transaction (not READ ONLY),
+    so a side effect there would run: refused everywhere, and no step can allow it."""
+    findings = lint_steps(phase, parse_steps([step], "s"))
+    assert any(f.rule == "side-effect-in-check" and f.blocking for f in findings), findings

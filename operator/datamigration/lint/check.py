@@ -149,7 +149,8 @@ def _step_hits(step: Step, path: str, scope: PhaseScope) -> list[tuple[Hit, str]
     if isinstance(step, VerifyStep):
         field = path + (".query" if ".verify[" in path else ".verify.query")
         hits = [
-            (h, field) for h in _query_hits(step.query, step.query, scope, "verify-not-read-only")
+            (_in_check(h), field)
+            for h in _query_hits(step.query, step.query, scope, "verify-not-read-only")
         ]
         reported = {h.rule for h, _ in hits}
         return hits + [
@@ -163,9 +164,16 @@ def _step_hits(step: Step, path: str, scope: PhaseScope) -> list[tuple[Hit, str]
 #: lint.expressions' problems as this lint's rules.
 _EXPRESSION_RULES = {
     UNSAFE_EXPRESSION: "invalid-expression",
-    SIDE_EFFECT_FUNCTION: "side-effect-function",
+    SIDE_EFFECT_FUNCTION: "side-effect-in-check",
     UNKNOWN_FUNCTION: "invalid-expression",
 }
+
+
+def _in_check(hit: Hit) -> Hit:
+    """A side effect in a check or a row transform is refused in every phase, contract too."""
+    if hit.rule == "side-effect-function":
+        return Hit("side-effect-in-check", hit.statement, hit.detail)
+    return hit
 
 
 def _query_hits(sql: str, shown: str, scope: PhaseScope, not_read_only: str) -> list[Hit]:

@@ -713,6 +713,18 @@ _ALL = [
         allowable=False,
     ),
     _r(
+        "side-effect-in-check",
+        E,
+        E,
+        "A verify query, a backfill `set` value or its `where` calls a function with side effects "
+        "(sequences, sessions, advisory locks, configuration, files): a check or a row transform "
+        "must change nothing else. In contract the verify queries share the destructive step's "
+        "transaction, which cannot be READ ONLY, so this is refused in every phase.",
+        "Compute the value without the function, or do that work in a sql step.",
+        "postgresql:functions-admin",
+        allowable=False,
+    ),
+    _r(
         "verify-not-read-only",
         E,
         E,
