@@ -197,6 +197,8 @@ def step_paths(spec: MigrationSpec, phase: str) -> list[str]:
         return [f"{field}[{i}]" for i in range(count)]
 
     ops = spec.operations
+    if phase == "rollback":  # spec.rollback_steps(): the hand-written ones, then the undo
+        return written("spec.rollback.steps", len(spec.rollback.steps)) + generated(ops.undo)
     if phase == "contract":
         return (
             generated(ops.verify)
@@ -216,6 +218,14 @@ def lint_spec(spec: MigrationSpec, *, migration: str = "", source: str = "") -> 
         findings += lint_steps(
             phase, steps, migration=migration, source=source, paths=step_paths(spec, phase)
         )
+    # An abort's rollback Job runs destructive undo SQL: contract's rules (lint/rules.py).
+    findings += lint_steps(
+        "rollback",
+        list(spec.rollback_steps().steps),
+        migration=migration,
+        source=source,
+        paths=step_paths(spec, "rollback"),
+    )
     return findings
 
 
