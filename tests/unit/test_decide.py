@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from factories import Cluster, spec, with_contract
 
+from datamigration.core import rules
 from datamigration.core.decide import (
     CreateJob,
     Decision,
@@ -26,7 +27,6 @@ from datamigration.core.decide import (
     Workload,
     decide,
 )
-from datamigration.core import rules
 from datamigration.core.jobs import JobObservation
 from datamigration.core.spec import parse_spec
 
