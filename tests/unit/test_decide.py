@@ -27,7 +27,7 @@ from datamigration.core.decide import (
     Workload,
     decide,
 )
-from datamigration.core.jobs import JobObservation
+from datamigration.core.jobs import EXIT_PAUSED, JobObservation
 from datamigration.core.spec import parse_spec
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -413,6 +413,21 @@ def test_a_failed_rollback_stalls_with_its_reason_and_a_retry_runs_it_again() ->
     retried = run(aborting(), d.status, observed(Cluster(), *DONE_DB, failed, retry="t1"))
     assert creates(retried) == [("rollback", 2)] and retried.status["phase"] == "RollingBack"
     assert "Retried" in events(retried)
+
+
+def test_a_paused_migration_starts_its_rollback_only_on_unpause() -> None:
+    paused = aborting(paused=True)
+    d = run(paused, through_backfill(), observed(Cluster(), *DONE_DB))
+    assert creates(d) == [] and d.status["phase"] == "Paused"
+    assert "the rollback (undoing drop-new) waits for spec.paused" in d.status["message"]
+    d = run(aborting(), d.status, observed(Cluster(), *DONE_DB))
+    assert creates(d) == [("rollback", 1)]
+    # A rollback runner that stopped for a pause (exit 75) is not a failure: attempt 2 resumes.
+    stopped = job("rollback", 1, "Failed", exit_code=EXIT_PAUSED)
+    d = run(paused, d.status, observed(Cluster(), *DONE_DB, stopped))
+    assert d.status["phase"] == "Paused" and d.status["phases"]["rollback"]["state"] == "Pending"
+    d = run(aborting(), d.status, observed(Cluster(), *DONE_DB, stopped))
+    assert creates(d) == [("rollback", 2)]
 
 
 def test_a_rollback_once_started_finishes_even_if_abort_is_unset() -> None:

@@ -295,7 +295,7 @@ def _rolling_back(run: _Run) -> bool:
     """A rollback once started finishes (or stalls) even if spec.abort is unset again: the
     phases it undoes cannot simply resume."""
     rollback = run.status["phases"].get(ROLLBACK)
-    return isinstance(rollback, Mapping) and rollback.get("state") not in (None, "Pending")
+    return isinstance(rollback, Mapping) and int(rollback.get("attempts", 0)) > 0
 
 
 # -- gates: each returns True when it blocked the migration (and said why in status) ------------
@@ -518,6 +518,9 @@ def _rollback(run: _Run, spec: MigrationSpec, names: list[str]) -> None:
         rec.pop("reason", None)
         run.event("Normal", R.ROLLED_BACK, f"rolled back (Job {job.name}): {rec['message']}")
         state = "Succeeded"
+    elif state == "Running" and job is not None and job.exit_code == EXIT_PAUSED:
+        rec.update(state="Pending", job=job.name, message="paused; resumes on unpause")
+        state = "Pending"
     elif state == "Running" and job is not None and job.outcome == "Failed":
         rec.update(state="Failed", job=job.name, message=job.message, reason=R.ROLLBACK_FAILED)
         rec["finishedAt"] = _iso(run.now)
@@ -556,6 +559,15 @@ def _rollback(run: _Run, spec: MigrationSpec, names: list[str]) -> None:
             "RollingBack",
             f"aborted by spec.abort; rolling back (Job {job.name}): undoing {', '.join(names)}",
             ready=("False", R.ROLLING_BACK),
+        )
+        return
+    if spec.paused:  # as for every phase: no new Job while paused
+        run.set(
+            "Paused",
+            f"aborted by spec.abort; the rollback (undoing {', '.join(names)}) waits for "
+            "spec.paused to be unset",
+            ready=("False", R.PAUSED),
+            progressing=("False", R.PAUSED),
         )
         return
     # Pending, or Running whose Job is gone (deleted by hand): the same attempt again, so its
