@@ -468,9 +468,7 @@ def _abort(run: _Run, spec: MigrationSpec) -> bool:
     are deleted first (a runner still finishing holds the migration's lock, so the rollback's
     runner waits for it). Success records `status.phases.rollback` (the steps undone) and a
     `RolledBack` Event, then `Aborted`; failure stalls with `RollbackFailed` until a retry."""
-    rollback = run.status["phases"].get("rollback")
-    rolling_back = isinstance(rollback, Mapping) and rollback.get("state") is not None
-    if not rolling_back and (
+    if ROLLBACK not in run.status["phases"] and (
         contract_started(run.status) or _current_job(run, "contract") is not None
     ):
         run.flag(R.STALLED, False, R.ABORTED, "abort ignored: contract has already started")
