@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from catalog_support import table_shape
 from runner_support import Database, Runner, make_plan
 
+from catalog_support import table_shape
 from datamigration.core.jobs import Owner, runner_plan
 from datamigration.core.spec import parse_spec
+from datamigration.runner.errors import InvalidInput
+from datamigration.runner.plan import parse_plan
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CASES = {
@@ -76,3 +78,18 @@ def test_rollback_after_backfill_restores_the_shape_and_keeps_old_writes(
         assert "skipped, applied earlier" in again.out
     finally:
         db.close()
+
+
+def test_the_runner_reads_a_rollback_plan_and_still_refuses_unknown_phases() -> None:
+    plan = parse_plan(
+        {
+            "migration": "shop/users",
+            "phase": "rollback",
+            "steps": [{"name": "u", "sql": "SELECT 1"}],
+        }
+    )
+    assert plan.phase == "rollback" and plan.rollout_gate is None
+    with pytest.raises(
+        InvalidInput, match=r"plan\.phase: must be one of expand, backfill, contract, rollback"
+    ):
+        parse_plan({"migration": "shop/users", "phase": "codeRollout", "steps": []})
