@@ -137,6 +137,28 @@ STATUS_CASES = {
         ],
         hides=["Next:"],
     ),
+    "aborted and rolled back": StatusCase(
+        {
+            **d.BACKFILLING,
+            "phase": "Aborted",
+            "message": "aborted by spec.abort and rolled back",
+            "phases": {
+                **d.BACKFILLING["phases"],
+                "rollback": {
+                    "state": "Succeeded",
+                    "attempts": 1,
+                    "job": "rename-email-rollback-1-0f1e2",
+                    "message": "undid 1 step(s): undo-rename-users-email",
+                    "undone": ["undo-rename-users-email"],
+                },
+            },
+        },
+        shows=[
+            "Phase:      Aborted",
+            "  rollback      Succeeded   1          rename-email-rollback-1-0f1e2",
+            "  rollback: undid 1 step(s): undo-rename-users-email",
+        ],
+    ),
     "no status yet": StatusCase(
         None,
         shows=[

@@ -24,6 +24,7 @@ import yaml
 
 from datamigration.cli import manifest, schema
 from datamigration.cli.main import main
+from localcluster.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -633,7 +634,13 @@ def test_the_offline_verdict_is_the_api_servers(cluster: Any, tmp_path: Path) ->
 
     crd = REPO / "crds" / schema.CRD_FILE
     assert k("apply", "--server-side", "--force-conflicts", "-f", str(crd)).returncode == 0
-    k("wait", "--for", "condition=established", "--timeout", "60s", "crd/" + crd.stem)
+    # Polled, not `kubectl wait`: that fails on a CRD whose conditions are not written yet.
+    established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+    wait_for(
+        "the CRD to be established",
+        lambda: k("get", "crd/" + crd.stem, "-o", established).stdout == "True",
+        timeout=60,
+    )
     k("create", "namespace", "schema-agreement")
     disagreements = []
     for name, doc in AGREEMENT_CASES.items():

@@ -134,7 +134,7 @@ def _obj(
     }
 
 
-FAILED = {"Failed", "Invalid", "Aborted"}
+FAILED = {"Failed", "Invalid", "Aborted", "RollingBack"}
 
 
 @pytest.mark.parametrize("phase", PHASES)

@@ -23,6 +23,8 @@ import yaml
 from chart_support import CHART, CRD_SOURCE, REPO, Grant, helm
 from rbac_needs import KOPF_CLUSTER_NEEDS, RUNNER_NEEDS, operator_needs
 
+from localcluster.waiting import wait_for
+
 pytestmark = pytest.mark.e2e
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
@@ -250,8 +252,15 @@ def private_crd(kubectl: Kubectl, names: Names) -> Iterator[str]:
     crd["spec"]["names"].pop("categories", None)
     kubectl("apply", "-f", "-", stdin=yaml.safe_dump(crd))
     try:
-        kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}",
-                "--timeout=60s")  # fmt: skip
+        # Polled, not `kubectl wait`: that fails on a CRD whose conditions are not written yet.
+        established = "jsonpath={.status.conditions[?(@.type=='Established')].status}"
+        wait_for(
+            f"CRD {crd['metadata']['name']} to be established",
+            lambda: (
+                kubectl("get", f"crd/{crd['metadata']['name']}", "-o", established).stdout == "True"
+            ),
+            timeout=60,
+        )
         yield group
     finally:
         kubectl("delete", "crd", crd["metadata"]["name"], "--wait=false", check=False)

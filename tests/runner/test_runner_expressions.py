@@ -185,7 +185,7 @@ def test_lint_names_the_field_of_an_unsafe_expression() -> None:
     assert unsafe.rule == "invalid-expression"
     assert "is not one SQL expression" in unsafe.message
     assert by_field["spec.backfill.steps[1].verify.query"].rule in {
-        "side-effect-function",
+        "side-effect-in-check",
         "sequence-reset",
     }
     assert all(finding.severity.value == "error" for finding in findings)

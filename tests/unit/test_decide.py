@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from factories import Cluster, spec, with_contract
 
+from datamigration.core import rules
 from datamigration.core.decide import (
     CreateJob,
     Decision,
@@ -26,7 +27,7 @@ from datamigration.core.decide import (
     Workload,
     decide,
 )
-from datamigration.core.jobs import JobObservation
+from datamigration.core.jobs import EXIT_PAUSED, JobObservation
 from datamigration.core.spec import parse_spec
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -323,6 +324,139 @@ def test_abort_after_contract_started_is_ignored() -> None:
     proven = Cluster().rolled_out("shop-api:2.0")
     d = run(spec(abort=True), s, observed(proven, *DONE_DB, job("contract", 1, "Running")))
     assert not any(isinstance(a, DeleteJob) for a in d.actions)
+    assert d.status["phase"] == "Contracting"
+
+
+# -- abort with rollback: the database goes back to its old shape -------------------------------
+UNDO = {
+    "steps": [{"name": "drop-new", "sql": "ALTER TABLE users DROP COLUMN IF EXISTS email_address"}]
+}
+RENAME_OP = [
+    {"renameColumn": {"table": "users", "from": "email", "to": "email_address", "type": "text"}}
+]
+
+
+def aborting(**overrides: Any) -> dict[str, Any]:
+    return spec(abort=True, rollback=UNDO, **overrides)
+
+
+def test_abort_after_backfill_runs_the_rollback_job_then_records_what_it_undid() -> None:
+    d = run(aborting(), through_backfill(), observed(Cluster(), *DONE_DB))
+    assert creates(d) == [("rollback", 1)] and d.status["phase"] == "RollingBack"
+    assert d.status["phases"]["rollback"]["state"] == "Running"
+    assert "drop-new" in d.status["message"] and cond(d, "Ready")["reason"] == "RollingBack"
+    d = run(aborting(), d.status, observed(Cluster(), *DONE_DB, job("rollback", 1, "Running")))
+    assert creates(d) == [] and d.status["phase"] == "RollingBack"
+    assert d.status["phases"]["rollback"]["job"] == "m-rollback-1-abcde"
+    d = run(aborting(), d.status, observed(Cluster(), *DONE_DB, job("rollback", 1, "Succeeded")))
+    rec = d.status["phases"]["rollback"]
+    assert d.status["phase"] == "Aborted" and rec["state"] == "Succeeded"
+    assert rec["undone"] == ["drop-new"] and rec["finishedAt"] == "2026-11-21T12:00:00Z"
+    assert "RolledBack" in events(d) and "rolled back" in d.status["message"]
+    later = run(
+        aborting(), d.status, observed(Cluster(), *DONE_DB, job("rollback", 1, "Succeeded"))
+    )
+    assert later.actions == ()
+
+
+def test_the_rollback_of_operations_runs_their_generated_undo() -> None:
+    raw = spec(abort=True, operations=RENAME_OP)
+    del raw["backfill"], raw["expand"]
+    d = run(raw, through_backfill(), observed(Cluster(), *DONE_DB))
+    assert creates(d) == [("rollback", 1)]
+    d = run(raw, d.status, observed(Cluster(), *DONE_DB, job("rollback", 1, "Succeeded")))
+    assert d.status["phases"]["rollback"]["undone"] == ["undo-rename-users-email"]
+
+
+def test_abort_stops_the_running_backfill_and_starts_the_rollback_in_the_same_step() -> None:
+    s = run().status
+    s = run(status=s, obs=observed(Cluster(), job("expand", 1, "Succeeded"))).status
+    running = (job("expand", 1, "Succeeded"), job("backfill", 1, "Running"))
+    d = run(aborting(), s, observed(Cluster(), *running))
+    assert DeleteJob("m-backfill-1-abcde") in d.actions and creates(d) == [("rollback", 1)]
+    assert d.status["phases"]["backfill"]["state"] == "Failed"
+    # The deleted backfill Job is still seen while it terminates: the rollback Job is not.
+    d = run(aborting(), d.status, observed(Cluster(), *running, job("rollback", 1, "Running")))
+    assert DeleteJob("m-backfill-1-abcde") in d.actions
+    assert DeleteJob("m-rollback-1-abcde") not in d.actions and creates(d) == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "ran", "why"),
+    [
+        pytest.param(aborting(), False, "expand never ran", id="before-expand"),
+        pytest.param(spec(abort=True), True, "no rollback steps", id="no-rollback-steps"),
+    ],
+)
+def test_abort_with_nothing_to_undo_is_aborted_at_once(
+    raw: dict[str, Any], ran: bool, why: str
+) -> None:
+    if ran:
+        d = run(raw, through_backfill(), observed(Cluster(), *DONE_DB))
+    else:
+        d = run(raw, {}, observed(Cluster()))
+    assert creates(d) == [] and d.status["phase"] == "Aborted"
+    assert f"nothing to undo ({why})" in d.status["message"]
+    assert "rollback" not in d.status["phases"]
+
+
+def test_a_failed_rollback_stalls_with_its_reason_and_a_retry_runs_it_again() -> None:
+    d = run(aborting(), through_backfill(), observed(Cluster(), *DONE_DB))
+    failed = job("rollback", 1, "Failed", exit_code=7)
+    d = run(aborting(), d.status, observed(Cluster(), *DONE_DB, failed))
+    assert d.status["phase"] == "Failed" and cond(d, "Stalled")["reason"] == "RollbackFailed"
+    assert d.status["phases"]["rollback"]["reason"] == "RollbackFailed"
+    assert "boom" in d.status["message"] and "RollbackFailed" in events(d)
+    assert rules.failed_phase(d.status) == "rollback"
+    same = run(aborting(), d.status, observed(Cluster(), *DONE_DB, failed))
+    assert creates(same) == [] and same.status["phase"] == "Failed"
+    retried = run(aborting(), d.status, observed(Cluster(), *DONE_DB, failed, retry="t1"))
+    assert creates(retried) == [("rollback", 2)] and retried.status["phase"] == "RollingBack"
+    assert "Retried" in events(retried)
+
+
+def test_a_paused_migration_starts_its_rollback_only_on_unpause() -> None:
+    paused = aborting(paused=True)
+    d = run(paused, through_backfill(), observed(Cluster(), *DONE_DB))
+    assert creates(d) == [] and d.status["phase"] == "Paused"
+    assert "the rollback (undoing drop-new) waits for spec.paused" in d.status["message"]
+    d = run(aborting(), d.status, observed(Cluster(), *DONE_DB))
+    assert creates(d) == [("rollback", 1)]
+    # A rollback runner that stopped for a pause (exit 75) is not a failure: attempt 2 resumes.
+    stopped = job("rollback", 1, "Failed", exit_code=EXIT_PAUSED)
+    d = run(paused, d.status, observed(Cluster(), *DONE_DB, stopped))
+    assert d.status["phase"] == "Paused" and d.status["phases"]["rollback"]["state"] == "Pending"
+    d = run(aborting(), d.status, observed(Cluster(), *DONE_DB, stopped))
+    assert creates(d) == [("rollback", 2)]
+
+
+def test_a_rollback_once_started_finishes_even_if_abort_is_unset() -> None:
+    d = run(aborting(), through_backfill(), observed(Cluster(), *DONE_DB))
+    unset = spec(rollback=UNDO)
+    later = run(unset, d.status, observed(Cluster(), *DONE_DB, job("rollback", 1, "Running")))
+    assert creates(later) == [] and later.status["phase"] == "RollingBack"
+    done = run(unset, later.status, observed(Cluster(), *DONE_DB, job("rollback", 1, "Succeeded")))
+    assert done.status["phase"] == "Aborted"
+
+
+def test_a_rollback_job_deleted_by_hand_is_recreated_with_the_same_attempt() -> None:
+    d = run(aborting(), through_backfill(), observed(Cluster(), *DONE_DB))
+    d = run(aborting(), d.status, observed(Cluster(), *DONE_DB))  # the Job is gone
+    assert creates(d) == [("rollback", 1)]
+
+
+def test_a_rollback_job_created_before_a_lost_status_write_is_adopted() -> None:
+    d = run(
+        aborting(), through_backfill(), observed(Cluster(), *DONE_DB, job("rollback", 1, "Running"))
+    )
+    assert creates(d) == [] and d.status["phases"]["rollback"]["attempts"] == 1
+
+
+def test_abort_after_contract_started_is_refused_even_with_rollback_steps() -> None:
+    s = rollout_done().status
+    proven = Cluster().rolled_out("shop-api:2.0")
+    d = run(aborting(), s, observed(proven, *DONE_DB, job("contract", 1, "Running")))
+    assert creates(d) == [] and "rollback" not in d.status["phases"]
     assert d.status["phase"] == "Contracting"
 
 

@@ -284,3 +284,18 @@ def test_a_job_failed_by_its_pod_failure_policy_reports_the_exit_code_without_it
     assert "PodFailurePolicy" in seen.message
     with_pod = observe_job(job_with([failed]), [failed_pod(75, "PAUSED exit=75: paused")])
     assert with_pod.exit_code == 75
+
+
+def test_a_rollback_job_runs_the_rollback_steps_without_a_rollout_gate() -> None:
+    raw = spec(rollback={"steps": [{"name": "drop-new", "sql": "ALTER TABLE users DROP COLUMN x"}]})
+    raw["operations"] = [
+        {"renameColumn": {"table": "orders", "from": "a", "to": "b", "type": "text"}}
+    ]
+    job = build_job(OWNER, parse_spec(raw), "rollback", 2, SETTINGS)
+    assert job["metadata"]["name"] == "rename-email-rollback-2-01234"
+    assert job["metadata"]["labels"]["datamigration.dev/phase"] == "rollback"
+    assert "podFailurePolicy" in job["spec"]
+    plan = json.loads(env(job["spec"]["template"]["spec"]["containers"][0])["DATAMIGRATION_PLAN"])
+    assert plan["phase"] == "rollback" and "rolloutGate" not in plan
+    # the hand-written rollback steps first, then the operations' undo
+    assert [s["name"] for s in plan["steps"]] == ["drop-new", "undo-rename-orders-a"]

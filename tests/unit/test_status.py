@@ -21,6 +21,14 @@ def test_phase_record_round_trip_keeps_only_set_keys() -> None:
     assert PhaseRecord.from_dict(raw).to_dict() == raw
 
 
+def test_the_rollback_record_is_read_when_present_with_what_it_undid() -> None:
+    raw = {"state": "Succeeded", "attempts": 1, "undone": ["undo-b", "undo-a"]}
+    status = Status.from_dict({"phase": "Aborted", "phases": {"rollback": raw}})
+    assert status.record("rollback").undone == ("undo-b", "undo-a")
+    assert status.record("rollback").to_dict() == raw
+    assert "rollback" not in Status.from_dict({"phase": "Aborted"}).phases
+
+
 @pytest.mark.parametrize(
     "raw",
     [None, "x", {"phase": "Nonsense", "phases": {"expand": {"state": 3, "attempts": "2"}}}],
@@ -45,8 +53,26 @@ def test_malformed_status_reads_as_pending(raw: Any) -> None:
             None,
         ),
         ({"phase": "Failed", "phases": {"backfill": {"state": "Failed"}}}, False, None, "backfill"),
+        ({"phase": "RollingBack", "phases": {"rollback": {"state": "Running"}}}, False, None, None),
+        (
+            {
+                "phase": "Failed",
+                "phases": {"backfill": {"state": "Failed"}, "rollback": {"state": "Failed"}},
+            },
+            False,
+            None,
+            "rollback",
+        ),
     ],
-    ids=["fresh", "succeeded", "aborted", "contracting", "failed-backfill"],
+    ids=[
+        "fresh",
+        "succeeded",
+        "aborted",
+        "contracting",
+        "failed-backfill",
+        "rolling-back",
+        "failed-rollback",
+    ],
 )
 def test_rules(
     status: dict[str, Any], terminal: bool, abort_refused: str | None, retry: str | None

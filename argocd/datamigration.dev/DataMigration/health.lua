@@ -4,8 +4,9 @@
 -- Argo CD makes a sync wave wait while a resource is Progressing or Suspended and fails the sync
 -- when one is Degraded. A DataMigration sits in a wave BEFORE the workload whose new code needs
 -- it, so its health must never wait for that workload's rollout, which only a later wave starts:
---   Degraded     phase Failed, Invalid or Aborted, or Stalled=True: the operator's own verdict
---                that nothing moves without a person (retry, a fixed spec, a missing object).
+--   Degraded     phase Failed, Invalid, Aborted or RollingBack (an abort undoing expand), or
+--                Stalled=True: the operator's own verdict that nothing moves without a person
+--                (retry, a fixed spec, a missing object), or that the new code must not roll out.
 --   Healthy      Succeeded; and from ReadyForRollout=True (expand and backfill done) on, whatever
 --                follows: the rollout, the wait for approval, the contract, a pause.
 --   Suspended    spec.paused while expand or backfill is not done: the new code must wait too.
@@ -68,7 +69,8 @@ end
 local phase = tostring(status.phase)
 local message = text(status.message)
 
-if phase == "Failed" or phase == "Invalid" or phase == "Aborted" or isTrue(status, "Stalled") then
+local aborting = phase == "Aborted" or phase == "RollingBack"
+if phase == "Failed" or phase == "Invalid" or aborting or isTrue(status, "Stalled") then
   local stalled = condition(status, "Stalled")
   if message == nil and stalled ~= nil then
     message = text(stalled.message)

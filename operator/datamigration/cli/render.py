@@ -227,7 +227,12 @@ def _contract_line(spec: JSON, status: JSON) -> str | None:
 def _phase_table(status: JSON, now: datetime) -> list[str]:
     records = _get(status, "phases") or {}
     rows, notes = [], []
-    for phase in PHASES:
+    # rollback: shown once an abort started one (it undid expand, see status.phases.rollback)
+    shown = [
+        *PHASES,
+        *(["rollback"] if isinstance(records, Mapping) and "rollback" in records else []),
+    ]
+    for phase in shown:
         rec = records.get(phase) if isinstance(records, Mapping) else None
         rec = rec if isinstance(rec, Mapping) else {}
         state = str(rec.get("state") or "Pending")

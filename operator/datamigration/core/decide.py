@@ -59,6 +59,7 @@ from datamigration.core.pods import start_problem, started
 from datamigration.core.rollout import RolloutVerdict, evaluate_rollout
 from datamigration.core.rules import TERMINAL, contract_started
 from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec
+from datamigration.core.status import ROLLBACK
 
 PHASE_LABELS = {
     "expand": "Expanding",
@@ -257,7 +258,7 @@ def decide(
         return run.decision()
     _contract_digest(run, spec)
 
-    if spec.abort and _abort(run, spec):
+    if (spec.abort or _rolling_back(run)) and _abort(run, spec):
         return run.decision()
     _apply_retry(run)
     if _spec_changed(run, spec):
@@ -288,6 +289,13 @@ def decide(
     run.progress("contract", "done")
     run.event("Normal", R.SUCCEEDED, "all phases succeeded")
     return run.decision()
+
+
+def _rolling_back(run: _Run) -> bool:
+    """A rollback once started finishes (or stalls) even if spec.abort is unset again: the
+    phases it undoes cannot simply resume."""
+    rollback = run.status["phases"].get(ROLLBACK)
+    return isinstance(rollback, Mapping) and int(rollback.get("attempts", 0)) > 0
 
 
 # -- gates: each returns True when it blocked the migration (and said why in status) ------------
@@ -451,20 +459,141 @@ def _contract_digest(run: _Run, spec: MigrationSpec) -> None:
 
 
 def _abort(run: _Run, spec: MigrationSpec) -> bool:
-    """Abort stops everything before contract, for good. Once contract has started it cannot be
-    taken back, so the abort is refused (and said so) rather than leave a half-done contract."""
-    if contract_started(run.status) or _current_job(run, "contract") is not None:
+    """Abort stops everything before contract, for good, and takes the database back to its old
+    shape when there is something to undo. Once contract has started it cannot be taken back, so
+    the abort is refused (and said so) rather than leave a half-done contract.
+
+    Undo: when expand ever ran and the spec has rollback steps (`spec.rollback.steps`, then the
+    undo of `spec.operations`), a Job of phase `rollback` runs them; the phase Jobs still running
+    are deleted first (a runner still finishing holds the migration's lock, so the rollback's
+    runner waits for it). Success records `status.phases.rollback` (the steps undone) and a
+    `RolledBack` Event, then `Aborted`; failure stalls with `RollbackFailed` until a retry."""
+    if ROLLBACK not in run.status["phases"] and (
+        contract_started(run.status) or _current_job(run, "contract") is not None
+    ):
         run.flag(R.STALLED, False, R.ABORTED, "abort ignored: contract has already started")
         return False
     for job in run.observed.jobs:
-        if job.outcome == "Running":
+        if job.outcome == "Running" and job.phase != ROLLBACK:
             run.actions.append(DeleteJob(job.name))
     for phase in PHASES:
         if run.record(phase).get("state") == "Running":
             run.record(phase)["state"] = "Failed"
             run.record(phase)["message"] = "aborted"
-    run.stall("Aborted", R.ABORTED, "aborted by spec.abort; contract will never run")
+    undo = spec.rollback_steps()
+    if not undo.steps or int(run.record("expand").get("attempts", 0)) == 0:
+        why = "no rollback steps" if not undo.steps else "expand never ran"
+        run.stall(
+            "Aborted",
+            R.ABORTED,
+            f"aborted by spec.abort; nothing to undo ({why}); contract will never run",
+        )
+        return True
+    _rollback(run, spec, [step.name for step in undo.steps])
     return True
+
+
+def _rollback(run: _Run, spec: MigrationSpec, names: list[str]) -> None:
+    """Advance the rollback Job of an abort (see `_abort`)."""
+    rec: dict[str, Any] = run.status["phases"].setdefault(
+        ROLLBACK, {"state": "Pending", "attempts": 0}
+    )
+    for seen in run.observed.jobs:  # adopt a Job created before a crash lost its status write
+        if seen.phase == ROLLBACK and seen.attempt > int(rec.get("attempts", 0)):
+            rec.update(state="Running", attempts=seen.attempt, job=seen.name)
+            rec.setdefault("startedAt", _iso(run.now))
+    _retry_rollback(run, rec)
+    attempts = int(rec.get("attempts", 0))
+    job = next(
+        (j for j in run.observed.jobs if j.phase == ROLLBACK and j.attempt == attempts),
+        None,
+    )
+    state = rec.get("state")
+    if state == "Running" and job is not None and job.outcome == "Succeeded":
+        rec.update(state="Succeeded", job=job.name, undone=names)
+        rec["message"] = f"undid {len(names)} step(s): {', '.join(names)}"
+        rec["finishedAt"] = _iso(run.now)
+        rec.pop("reason", None)
+        run.event("Normal", R.ROLLED_BACK, f"rolled back (Job {job.name}): {rec['message']}")
+        state = "Succeeded"
+    elif state == "Running" and job is not None and job.exit_code == EXIT_PAUSED:
+        rec.update(state="Pending", job=job.name, message="paused; resumes on unpause")
+        state = "Pending"
+    elif state == "Running" and job is not None and job.outcome == "Failed":
+        rec.update(state="Failed", job=job.name, message=job.message, reason=R.ROLLBACK_FAILED)
+        rec["finishedAt"] = _iso(run.now)
+        run.event("Warning", R.ROLLBACK_FAILED, f"rollback: {job.message}")
+        state = "Failed"
+    if state == "Succeeded":
+        run.stall(
+            "Aborted",
+            R.ABORTED,
+            f"aborted by spec.abort and rolled back ({rec.get('message', '')}); "
+            "contract will never run",
+        )
+        return
+    if state == "Failed":
+        name = run.observed.name or "<name>"
+        run.stall(
+            "Failed",
+            R.ROLLBACK_FAILED,
+            f"abort: the rollback failed: {rec.get('message', '')}; fix the cause, then retry it: "
+            f"kubectl datamigration retry {name}",
+        )
+        return
+    if state == "Running" and job is not None:
+        rec["job"] = job.name
+        problem = start_problem(run.observed.job_pods.get(job.name, ()), run.now)
+        if problem is not None and problem.recheck_after == 0.0:
+            run.stall(
+                "RollingBack",
+                problem.reason,
+                f"rollback: Job {job.name} cannot start: {problem.message}",
+            )
+            return
+        if problem is not None:
+            run.requeue_after = problem.recheck_after
+        run.set(
+            "RollingBack",
+            f"aborted by spec.abort; rolling back (Job {job.name}): undoing {', '.join(names)}",
+            ready=("False", R.ROLLING_BACK),
+        )
+        return
+    if spec.paused:  # as for every phase: no new Job while paused
+        run.set(
+            "Paused",
+            f"aborted by spec.abort; the rollback (undoing {', '.join(names)}) waits for "
+            "spec.paused to be unset",
+            ready=("False", R.PAUSED),
+            progressing=("False", R.PAUSED),
+        )
+        return
+    # Pending, or Running whose Job is gone (deleted by hand): the same attempt again, so its
+    # ledger entries (phase rollback) say which undo steps already ran.
+    attempt = attempts if state == "Running" and attempts > 0 else attempts + 1
+    run.actions.append(CreateJob(ROLLBACK, attempt))
+    rec.update(state="Running", attempts=attempt, message="")
+    rec["startedAt"] = _iso(run.now)
+    for key in ("finishedAt", "job", "reason", "undone"):
+        rec.pop(key, None)
+    run.set(
+        "RollingBack",
+        f"aborted by spec.abort; rollback started (attempt {attempt}): undoing {', '.join(names)}",
+        ready=("False", R.ROLLING_BACK),
+    )
+    run.event("Normal", R.PHASE_STARTED, f"phase rollback started (attempt {attempt})")
+
+
+def _retry_rollback(run: _Run, rec: dict[str, Any]) -> None:
+    """A new `datamigration.dev/retry` token re-arms a failed rollback for one more attempt."""
+    token = run.observed.retry_token
+    if not token or token == run.old.get("retryToken") or rec.get("state") != "Failed":
+        return
+    run.status["retryToken"] = token
+    rec.update(state="Pending", message="retry requested")
+    for key in ("reason", "startedAt", "finishedAt"):
+        rec.pop(key, None)
+    run.event("Normal", R.RETRIED, "retrying phase rollback")
 
 
 def _apply_retry(run: _Run) -> None:

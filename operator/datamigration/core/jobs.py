@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from datamigration.core.spec import MigrationSpec
+from datamigration.core.spec import MigrationSpec, PhaseSteps
+from datamigration.core.status import ROLLBACK
 
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "datamigration-operator"
@@ -112,6 +113,13 @@ def job_labels(owner: Owner, phase: str, attempt: int) -> dict[str, str]:
     }
 
 
+def phase_steps(spec: MigrationSpec, phase: str) -> PhaseSteps:
+    """What the Job of `phase` runs: a database phase's steps, or for `rollback` (the Job an
+    abort before contract starts) `spec.rollback_steps()`. A rollback runs destructive undo SQL
+    like a contract, but proves no rollout: the old code is the one that stays."""
+    return spec.rollback_steps() if phase == ROLLBACK else spec.job_steps(phase)
+
+
 def runner_plan(
     owner: Owner, spec: MigrationSpec, phase: str, expected_image: str | None = None
 ) -> dict[str, Any]:
@@ -124,7 +132,7 @@ def runner_plan(
     plan: dict[str, Any] = {
         "migration": f"{owner.namespace}/{owner.name}",
         "phase": phase,
-        "steps": [dict(step) for step in spec.job_steps(phase).raw if "command" not in step],
+        "steps": [dict(step) for step in phase_steps(spec, phase).raw if "command" not in step],
         "allowChecksumChange": spec.runner.allow_checksum_change,
         "limits": spec.runner.statement_limits(),
         "report": {"namespace": owner.namespace, "name": owner.name},
@@ -181,7 +189,7 @@ def build_job(
         "name": DATABASE_URL_ENV,
         "valueFrom": {"secretKeyRef": {"name": spec.database.name, "key": spec.database.key}},
     }
-    steps = spec.job_steps(phase)
+    steps = phase_steps(spec, phase)
     plan = json.dumps(runner_plan(owner, spec, phase, expected_image))
     runner = {
         "name": RUNNER_CONTAINER,

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from datamigration.core.spec import PHASES
-from datamigration.core.status import Phase, State, Status
+from datamigration.core.status import ROLLBACK, Phase, State, Status
 
 #: Summary phases after which nothing changes any more.
 TERMINAL: Final = tuple(p.value for p in Phase if p.terminal)
@@ -61,6 +61,6 @@ def needs_approval(spec: Mapping[str, Any]) -> bool:
 
 
 def failed_phase(status: Status | Mapping[str, Any]) -> str | None:
-    """The phase a retry would re-arm."""
+    """The phase a retry would re-arm: a failed rollback (abort) first, else the failed phase."""
     st = _status(status)
-    return next((p for p in PHASES if st.record(p).state == State.FAILED), None)
+    return next((p for p in (ROLLBACK, *PHASES) if st.record(p).state == State.FAILED), None)

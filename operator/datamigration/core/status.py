@@ -19,6 +19,9 @@ from typing import Any, TypeVar
 
 from datamigration.core.spec import PHASES
 
+#: `status.phases.rollback`: the Job that undoes expand on abort (present once one started).
+ROLLBACK = "rollback"
+
 
 class Phase(StrEnum):
     """`status.phase`, the summary (CRD enum)."""
@@ -33,6 +36,7 @@ class Phase(StrEnum):
     FAILED = "Failed"
     PAUSED = "Paused"
     ABORTED = "Aborted"
+    ROLLING_BACK = "RollingBack"  # aborted; the rollback Job undoes expand
     INVALID = "Invalid"
 
     @property
@@ -87,12 +91,14 @@ class PhaseRecord:
     finished_at: str = ""
     #: Step name -> checksum recorded when the phase's Job was created.
     steps: Mapping[str, str] = field(default_factory=dict)
+    #: rollback only: the steps its Job undid, in the order they ran.
+    undone: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, raw: object) -> PhaseRecord:
         if not isinstance(raw, Mapping):
             return cls()
-        steps = raw.get("steps")
+        steps, undone = raw.get("steps"), raw.get("undone")
         return cls(
             state=_enum(State, raw.get("state"), State.PENDING),
             attempts=_int(raw.get("attempts")),
@@ -102,6 +108,7 @@ class PhaseRecord:
             started_at=_str(raw.get("startedAt")),
             finished_at=_str(raw.get("finishedAt")),
             steps={str(k): str(v) for k, v in steps.items()} if isinstance(steps, Mapping) else {},
+            undone=tuple(str(n) for n in undone) if isinstance(undone, list) else (),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +124,8 @@ class PhaseRecord:
                 out[key] = value
         if self.steps:
             out["steps"] = dict(self.steps)
+        if self.undone:
+            out["undone"] = list(self.undone)
         return out
 
 
@@ -163,7 +172,11 @@ class Status:
             phase=_enum(Phase, raw.get("phase") or "Pending", Phase.PENDING),
             message=_str(raw.get("message")),
             observed_generation=generation if isinstance(generation, int) else None,
-            phases={p: PhaseRecord.from_dict(records.get(p)) for p in PHASES},
+            phases={
+                p: PhaseRecord.from_dict(records.get(p))
+                for p in (*PHASES, ROLLBACK)
+                if p in PHASES or p in records
+            },
             contract=ContractStatus.from_dict(raw.get("contract")),
             retry_token=_str(raw.get("retryToken")),
         )

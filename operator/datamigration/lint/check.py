@@ -37,6 +37,7 @@ from datamigration.lint.analyze import (
     split_statements,
 )
 from datamigration.lint.expressions import (
+    POSTGRESQL,
     SIDE_EFFECT_FUNCTION,
     UNKNOWN_FUNCTION,
     UNSAFE_EXPRESSION,
@@ -60,11 +61,13 @@ def lint_steps(
     migration: str = "",
     source: str = "",
     paths: Sequence[str] | None = None,
+    dialect: str = POSTGRESQL,
 ) -> list[Finding]:
     """Findings for the steps of one phase (`expand`, `backfill` or `contract`).
 
     `paths` names each step's field (default `spec.<phase>.steps[i]`); findings carry it in
     `Finding.field`. Findings of rules a step allows (`lint.allow`) come back with `allowed_by`.
+    `dialect` (`spec.database.dialect`) is the grammar backfill expressions are checked in.
     """
     findings: list[Finding] = []
     scope = PhaseScope()
@@ -73,7 +76,7 @@ def lint_steps(
         path = paths[index] if paths is not None else f"spec.{phase}.steps[{index}]"
         allowed, problems = _check_allow(step, path)
         findings += [where.invalid(message, step, f"{path}.lint") for message in problems]
-        for hit, field in _step_hits(step, path, scope):
+        for hit, field in _step_hits(step, path, scope, dialect):
             finding = where.finding(hit, step, field, path, allowed)
             if finding is not None:
                 findings.append(finding)
@@ -131,7 +134,7 @@ class _Where:
         )
 
 
-def _step_hits(step: Step, path: str, scope: PhaseScope) -> list[tuple[Hit, str]]:
+def _step_hits(step: Step, path: str, scope: PhaseScope, dialect: str) -> list[tuple[Hit, str]]:
     if isinstance(step, SqlStep):
         field = f"{path}.sql"
         result = analyze_sql(step.sql, transactional=step.transactional, scope=scope)
@@ -144,7 +147,7 @@ def _step_hits(step: Step, path: str, scope: PhaseScope) -> list[tuple[Hit, str]
         shown = ", ".join(f"{column} = {value}" for column, value in step.set)
         return [
             (Hit(_EXPRESSION_RULES[problem.rule], shown, problem.message), problem.field)
-            for problem in backfill_problems(step, path)
+            for problem in backfill_problems(step, path, dialect)
         ]
     if isinstance(step, VerifyStep):
         field = path + (".query" if ".verify[" in path else ".verify.query")
@@ -216,6 +219,8 @@ def step_paths(spec: MigrationSpec, phase: str) -> list[str]:
         return [f"{field}[{i}]" for i in range(count)]
 
     ops = spec.operations
+    if phase == "rollback":  # spec.rollback_steps(): the hand-written ones, then the undo
+        return written("spec.rollback.steps", len(spec.rollback.steps)) + generated(ops.undo)
     if phase == "contract":
         return (
             generated(ops.verify)
@@ -233,8 +238,22 @@ def lint_spec(spec: MigrationSpec, *, migration: str = "", source: str = "") -> 
     for phase in STEP_PHASES:
         steps = list(spec.job_steps(phase).steps)
         findings += lint_steps(
-            phase, steps, migration=migration, source=source, paths=step_paths(spec, phase)
+            phase,
+            steps,
+            migration=migration,
+            source=source,
+            paths=step_paths(spec, phase),
+            dialect=spec.operations.dialect,
         )
+    # An abort's rollback Job runs destructive undo SQL: contract's rules (lint/rules.py).
+    findings += lint_steps(
+        "rollback",
+        list(spec.rollback_steps().steps),
+        migration=migration,
+        source=source,
+        paths=step_paths(spec, "rollback"),
+        dialect=spec.operations.dialect,
+    )
     return findings
 
 

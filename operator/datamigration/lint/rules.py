@@ -41,7 +41,8 @@ class Rule:
         return f"{self.reason} {self.recipe}"
 
     def severity(self, phase: str) -> Severity | None:
-        return self.contract if phase == "contract" else self.expand
+        # rollback (an abort's undo) runs destructive SQL by design: contract's rules
+        return self.contract if phase in ("contract", "rollback") else self.expand
 
 
 def _r(

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from datamigration.core.errors import SpecError
+from datamigration.core.status import ROLLBACK
 from datamigration.core.steps import (
     STEP_PHASES,
     BackfillStep,
@@ -38,6 +39,9 @@ from datamigration.runner.limits import Defaults, parse_defaults
 from datamigration.runner.statements import check_sql_step
 
 PLAN_ENV = "DATAMIGRATION_PLAN"
+#: The database phases, and `rollback` (an abort's undo): run like a contract without the
+#: rollout gate, its ledger rows keyed by phase `rollback`, so a retry skips what it undid.
+RUNNER_PHASES = (*STEP_PHASES, ROLLBACK)
 KNOWN_FIELDS = frozenset(
     {"migration", "phase", "steps", "allowChecksumChange", "limits", "report", "rolloutGate"}
 )
@@ -126,8 +130,8 @@ def _parse(document: object, dialect: str) -> Plan:
         raise SpecError("plan.migration", 'must be "<namespace>/<name>" of the DataMigration')
 
     phase = document.get("phase")
-    if phase not in STEP_PHASES:
-        raise SpecError("plan.phase", f"must be one of {', '.join(STEP_PHASES)}")
+    if phase not in RUNNER_PHASES:
+        raise SpecError("plan.phase", f"must be one of {', '.join(RUNNER_PHASES)}")
     steps = parse_steps(document.get("steps"), "plan.steps")
     for index, step in enumerate(steps):
         _check_step(step, f"plan.steps[{index}]", dialect)
