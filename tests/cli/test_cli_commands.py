@@ -151,6 +151,39 @@ def test_approve_refuses_a_digest_of_an_older_generation() -> None:
     assert api.patches == []
 
 
+@dataclass
+class StatusWriterApi(FakeApi):
+    """Someone else (the runner's progress, the operator) writes status between the approver's
+    read and its write, `writes` times: the approver's resourceVersion is stale each time."""
+
+    writes: int = 0
+
+    def patch_migration(self, namespace: str, name: str, patch: JSON) -> JSON:
+        obj = self._find(namespace, name)
+        assert obj is not None
+        if self.writes > 0:
+            self.writes -= 1
+            obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+        if patch.get("metadata", {}).get("resourceVersion") != obj["metadata"]["resourceVersion"]:
+            raise KubeError(409, "Conflict", "the object has been modified")
+        return super().patch_migration(namespace, name, patch)
+
+
+def test_approve_reads_again_when_status_changed_in_between() -> None:
+    api = StatusWriterApi(objects=[d.served(d.AWAITING)], writes=2)
+    run("approve", api)
+    [(_, _, patch)] = api.patches
+    assert patch["spec"]["contract"]["approvedDigest"] == d.DIGEST
+    assert patch["metadata"]["resourceVersion"] == "102"  # the third read, the one that wrote
+
+
+def test_approve_gives_up_when_the_object_keeps_changing() -> None:
+    api = StatusWriterApi(objects=[d.served(d.AWAITING)], writes=commands.APPROVE_ATTEMPTS)
+    with pytest.raises(CliError, match="kept changing while it was being approved"):
+        run("approve", api)
+    assert api.patches == []
+
+
 def test_approve_without_contract_is_refused() -> None:
     api = api_with(d.AWAITING)
     del api.objects[0]["spec"]["contract"]

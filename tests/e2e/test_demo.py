@@ -33,7 +33,7 @@ def test_demo_runs_the_rename_to_succeeded(cluster: Any) -> None:
         assert phase in phases, out
     # The contract waited for a person, and the demo approved it the way the README says.
     assert phases.index("AwaitingApproval") < phases.index("Contracting"), out
-    assert 'datamigration "rename-email" approved (spec.contract.approved: true)' in out
+    assert 'datamigration "rename-email" approved: contract sha256:' in out
     assert "columns: id, email_address" in out
     assert "rename-email Succeeded" in out
     # It removes what it created, so a rerun (or the README's "Use it") starts clean.

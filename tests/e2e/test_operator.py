@@ -154,7 +154,10 @@ def test_lingering_old_pod_blocks_contract_until_gone(
         )
         obj = kube.migration(namespace, "rename-email")
         rollout = obj.get("status", {}).get("rollout", {})
-        if rollout_done and rollout.get("terminatingPods") == 1:
+        # The operator's verdict on the same state kubectl calls done (its status may lag the
+        # Deployment's by one reconcile): the old pod is what blocks, by name.
+        named = old_pod in obj.get("status", {}).get("message", "")
+        if rollout_done and rollout.get("terminatingPods") == 1 and named:
             return obj
         return None
 

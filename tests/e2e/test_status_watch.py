@@ -47,8 +47,10 @@ def test_status_watch_draws_every_change_without_polling(  # noqa: PLR0917 - pyt
             timeout=180,
             what="the watching CLI to show AwaitingApproval",
         )
-        kube.client.merge_patch(
-            migration_path(namespace, "rename-email"), {"spec": {"contract": {"approved": True}}}
+        digest = kube.migration(namespace, "rename-email")["status"]["contract"]["digest"]
+        kube.client.merge_patch(  # the GitOps form of an approval: the digest approved
+            migration_path(namespace, "rename-email"),
+            {"spec": {"contract": {"approved": True, "approvedDigest": digest}}},
         )
         assert watcher.wait(timeout=180) == 0, log.read_text()[-3000:]
     finally:

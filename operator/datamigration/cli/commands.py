@@ -192,9 +192,33 @@ def status(
 
 
 # -- approve, pause, resume, abort, retry -------------------------------------------------------
+#: How often approve re-reads the object when it changed between the read and the write (the
+#: runner's progress reports and the operator's status writes change its resourceVersion).
+APPROVE_ATTEMPTS = 5
+
+
+class _Changed(Exception):
+    """The object changed between reading its digest and writing the approval."""
+
+
 def approve(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int:
     """Approve exactly the contract the operator shows: its digest (status.contract.digest)
-    goes into spec.contract.approvedDigest, so an edit after this approval is not approved."""
+    goes into spec.contract.approvedDigest, so an edit after this approval is not approved.
+
+    The write carries the resourceVersion read with the digest; when the object changed in
+    between (often only its status), everything is read and checked again."""
+    for _ in range(APPROVE_ATTEMPTS):
+        try:
+            return _approve_once(api, namespace, name, out=out)
+        except _Changed:
+            continue
+    raise CliError(
+        f'datamigration "{name}" kept changing while it was being approved: nothing approved',
+        "look at it again, then approve",
+    )
+
+
+def _approve_once(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int:
     obj = fetch(api, namespace, name)
     status = obj.get("status") or {}
     phase = render.phase_of(obj)
@@ -240,10 +264,7 @@ def approve(api: MigrationApi, namespace: str, name: str, *, out: TextIO) -> int
         api.patch_migration(namespace, name, patch)
     except KubeError as exc:
         if exc.conflict:
-            raise CliError(
-                f'datamigration "{name}" changed while it was being approved: nothing approved',
-                "look at it again, then approve",
-            ) from None
+            raise _Changed from None
         raise
     _say(
         out,
