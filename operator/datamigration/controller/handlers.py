@@ -12,11 +12,13 @@ that owns the work queue.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import kopf
 
+from datamigration.controller import leadership
 from datamigration.controller.reconciler import Reconciler
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.jobs import LABEL_MIGRATION, LABEL_MIGRATION_UID
@@ -41,11 +43,26 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Explicit namespaces need no namespace scanning, nor the cluster-wide permission it takes.
     settings.scanning.disabled = bool(operator_settings.namespaces)
     memo["reconciler"] = Reconciler(api=ClusterApi(), settings=operator_settings)
+    # Leader election: until this process leads, the reconciler's fence keeps it from acting.
+    health = memo.get("health")
+    memo["elector"] = leadership.start(
+        memo["reconciler"], operator_settings, asyncio.get_running_loop(), health
+    )
+    if health is not None:
+        health.started = True
     logging.getLogger(__name__).info(
         "watching %s; runner image %s",
         ", ".join(operator_settings.namespaces) or "all namespaces",
         operator_settings.runner_image,
     )
+
+
+@kopf.on.cleanup()
+async def release_lease(memo: kopf.Memo, **_: Any) -> None:
+    """A clean shutdown (SIGTERM, an upgrade) hands the Lease over at once."""
+    elector = memo.get("elector")
+    if elector is not None:
+        await asyncio.to_thread(elector.release)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
