@@ -157,3 +157,15 @@ def test_leader_election_settings_are_checked() -> None:
         OperatorSettings.from_env({"DATAMIGRATION_METRICS_PORT": "99999"})
     with pytest.raises(SettingsError, match="DATAMIGRATION_LEADER_ELECTION"):
         OperatorSettings.from_env({"DATAMIGRATION_LEADER_ELECTION": "maybe"})
+
+
+def test_the_reference_lists_exactly_the_metrics() -> None:
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    source = Path(metrics.__file__).read_text()
+    defined = set(re.findall(r'^\w+ = \w+\(\s*"(datamigration_[a-z_]+)"', source, re.M))
+    reference = (repo / "docs" / "reference.md").read_text().split("## Metrics", 1)[1]
+    listed = set(re.findall(r"^\| `(datamigration_[a-z_]+)`", reference, re.M))
+    assert len(defined) == 12 and defined == listed
