@@ -254,8 +254,9 @@ def test_deployment_runs_two_electing_replicas_with_probes() -> None:
 def test_pod_disruption_budget_only_with_more_than_one_replica() -> None:
     pdb = one(render(), "PodDisruptionBudget")
     assert pdb["spec"]["minAvailable"] == 1
-    assert pdb["spec"]["selector"]["matchLabels"] == (
-        one(render(), "Deployment")["spec"]["selector"]["matchLabels"]
+    assert (
+        pdb["spec"]["selector"]["matchLabels"]
+        == (one(render(), "Deployment")["spec"]["selector"]["matchLabels"])
     )
     assert not find(render("--set", "replicaCount=1"), "PodDisruptionBudget")
     assert not find(render("--set", "podDisruptionBudget.enabled=false"), "PodDisruptionBudget")

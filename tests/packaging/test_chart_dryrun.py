@@ -188,11 +188,7 @@ def test_operator_may_do_what_it_needs_in_watched_namespaces_only(
     assert not _can(
         kubectl, who, Grant("coordination.k8s.io", "leases", "update", "other"), names.namespace
     ), "update on a Lease that is not the release's"
-    unwatched = [
-        str(g)
-        for g in sorted(needs - lease)
-        if _can(kubectl, who, g, names.namespace)
-    ]
+    unwatched = [str(g) for g in sorted(needs - lease) if _can(kubectl, who, g, names.namespace)]
     assert not unwatched, f"the operator may {unwatched} in a namespace it does not serve"
     for forbidden in (
         Grant("", "secrets", "list"),

@@ -30,7 +30,7 @@ DONE = ("Succeeded", "Aborted", "Invalid", "Failed")
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Our own Events and status only: kopf's per-handler log Events would be noise, and its
     bookkeeping annotations are not needed by event handlers."""
     settings.posting.enabled = False
