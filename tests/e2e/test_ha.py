@@ -115,7 +115,7 @@ def test_three_replicas_one_acts_and_a_killed_leader_is_replaced_without_repeats
                 "/api/v1/namespaces/default/events", fieldSelector="involvedObject.kind=Lease"
             )
             if e["reason"] == "LeaderElected"
-            and e["involvedObject"]["name"] == f"dm-operator-{namespace}"
+            and e["involvedObject"]["name"] == lease_name_for(namespace)
         ]
         assert {e["reportingInstance"] for e in elected} >= {leader.pod_name, successor.pod_name}
     finally:
