@@ -169,3 +169,52 @@ def test_the_reference_lists_exactly_the_metrics() -> None:
     reference = (repo / "docs" / "reference.md").read_text().split("## Metrics", 1)[1]
     listed = set(re.findall(r"^\| `(datamigration_[a-z_]+)`", reference, re.M))
     assert len(defined) == 12 and defined == listed
+
+
+def test_a_metadata_only_deployment_change_wakes_no_migration() -> None:
+    import kopf
+
+    from datamigration.controller import handlers
+
+    deployment: dict[str, Any] = {
+        "metadata": {
+            "name": "api",
+            "namespace": NS,
+            "generation": 3,
+            "annotations": {"deployment.kubernetes.io/revision": "2"},
+        },
+        "status": {"observedGeneration": 3, "updatedReplicas": 3},
+    }
+    api = FakeApi(spec())
+    rec = reconciler(api)
+    memo = kopf.Memo(reconciler=rec)
+    index = {(NS, "api"): [("m", True)]}
+
+    async def event(body: dict[str, Any]) -> bool:
+        await handlers.deployment_event(
+            event={"type": "MODIFIED", "object": body},
+            namespace=NS,
+            name="api",
+            body=kopf.Body(body),
+            memo=memo,
+            by_workload=index,
+        )
+        woken = bool(rec._running)
+        await asyncio.gather(*rec._running.values())
+        return woken
+
+    async def scenario() -> list[bool]:
+        first = await event(deployment)
+        annotated = {
+            **deployment,
+            "metadata": {
+                **deployment["metadata"],
+                "annotations": {"deployment.kubernetes.io/revision": "2", "team": "web"},
+            },
+        }
+        metadata_only = await event(annotated)
+        scaled = {**annotated, "status": {"observedGeneration": 3, "updatedReplicas": 2}}
+        status_change = await event(scaled)
+        return [first, metadata_only, status_change]
+
+    assert asyncio.run(scenario()) == [True, False, True]

@@ -13,6 +13,7 @@ that owns the work queue.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -22,7 +23,7 @@ from datamigration.controller import leadership
 from datamigration.controller.reconciler import Reconciler
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.jobs import LABEL_MIGRATION, LABEL_MIGRATION_UID
-from datamigration.core.rollout import owning_deployment
+from datamigration.core.rollout import REVISION_ANNOTATION, owning_deployment
 from datamigration.k8s.cluster import ClusterApi
 
 GROUP, VERSION, PLURAL = "datamigration.dev", "v1alpha1", "datamigrations"
@@ -129,11 +130,42 @@ async def job_pod_event(
         _reconciler(memo).enqueue(namespace, migration)
 
 
+def deployment_fingerprint(body: kopf.Body | dict[str, Any]) -> str:
+    """What of a Deployment a decision can depend on: its generation (any spec change), the
+    revision annotation (the rollout proof), deletion, and its status. A metadata-only change (an
+    annotation, a label) leaves it equal, so it wakes no migration: with one Deployment shared by
+    many migrations, such an event would otherwise reconcile every one of them."""
+    meta = body.get("metadata") or {}
+    relevant = (
+        meta.get("generation"),
+        (meta.get("annotations") or {}).get(REVISION_ANNOTATION),
+        meta.get("deletionTimestamp"),
+        body.get("status"),
+    )
+    return json.dumps(relevant, sort_keys=True, default=str)
+
+
+_deployment_seen: dict[tuple[str | None, str], str] = {}
+
+
 @kopf.on.event("apps", "v1", "deployments")
 async def deployment_event(
-    namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
-    for migration, _active in _by_workload(kwargs).get((namespace, name), []):
+    key = (namespace, name)
+    if event["type"] == "DELETED":
+        _deployment_seen.pop(key, None)
+    else:
+        fingerprint = deployment_fingerprint(body)
+        if _deployment_seen.get(key) == fingerprint:
+            return  # nothing a decision reads has changed
+        _deployment_seen[key] = fingerprint
+    for migration, _active in _by_workload(kwargs).get(key, []):
         _reconciler(memo).enqueue(namespace, migration)
 
 
