@@ -26,9 +26,12 @@ class FakeLeases:
         self.leases: dict[str, JSON] = {}
         self.rv = 0
         self.down = False  # the API server is unreachable
+        self.transport_error = False  # the client library's own exception, not a KubeError
         self.writes = 0
 
     def _check(self) -> None:
+        if self.transport_error:
+            raise TimeoutError("read timed out")  # as urllib3 raises past the client
         if self.down:
             raise KubeError(0, "ConnectionRefused", "the API server is gone")
 
@@ -150,6 +153,17 @@ def test_a_leader_that_cannot_renew_closes_its_fence_before_anyone_can_take_over
     assert not a.step() and not a.fence_ok(), "a lost leader never leads again"
 
 
+def test_transport_errors_are_failed_attempts_and_the_deadline_still_holds() -> None:
+    api, clock, events = FakeLeases(), Clock(), list[str]()
+    a = candidate(api, clock, "a", events)
+    assert a.step()
+    api.transport_error = True
+    clock.t += 2
+    assert not a.step() and a.fence_ok()
+    clock.t = 1000 + CONFIG.renew_deadline
+    assert not a.step() and a.lost and events == ["a started", "a lost"]
+
+
 def test_a_leader_paused_past_its_lease_finds_another_holder_and_stops() -> None:
     api, clock, events = FakeLeases(), Clock(), list[str]()
     a, b = candidate(api, clock, "a", events), candidate(api, clock, "b", events)
@@ -197,3 +211,17 @@ def test_bad_timings_are_refused_and_identities_are_unique() -> None:
         LeaseConfig(namespace="x", lease_duration=10, renew_deadline=10)
     assert new_identity("op-0") != new_identity("op-0")
     assert new_identity("op-0").startswith("op-0_")
+
+
+def test_a_failing_on_started_callback_does_not_stop_the_election() -> None:
+    api, clock = FakeLeases(), Clock()
+
+    def boom() -> None:
+        raise TimeoutError("the Event could not be posted")
+
+    a = LeaderElector(
+        api, LeaseConfig(namespace="dm-system", identity="a"), clock=clock, on_started=boom
+    )
+    assert a.step() and a.fence_ok()
+    clock.t += 2
+    assert a.step() and a.fence_ok()

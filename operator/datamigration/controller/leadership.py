@@ -18,7 +18,6 @@ import sys
 from datamigration.controller import metrics
 from datamigration.controller.reconciler import Reconciler
 from datamigration.controller.settings import OperatorSettings
-from datamigration.k8s.client import KubeError
 from datamigration.k8s.cluster import ClusterLeaseApi
 from datamigration.k8s.leader import LeaderElector, LeaseConfig, new_identity
 
@@ -60,7 +59,7 @@ def start(
                 "LeaderElected",
                 f"{elector.identity} became the leader (lease transitions: {elector.transitions})",
             )
-        except KubeError as exc:
+        except Exception as exc:  # a courtesy: the log and the metric say it too
             log.warning("could not post the LeaderElected Event: %s", exc)
 
     def lost() -> None:

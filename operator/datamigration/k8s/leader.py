@@ -111,10 +111,6 @@ class LeaderElector:
         self._lock = threading.Lock()
 
     # -- the fence ------------------------------------------------------------------------------
-    @property
-    def leading(self) -> bool:
-        return self._leading and not self.lost
-
     def fence_ok(self) -> bool:
         """True only while we lead and our last renew started less than the deadline ago."""
         with self._lock:
@@ -126,16 +122,14 @@ class LeaderElector:
 
     # -- one attempt ----------------------------------------------------------------------------
     def step(self) -> bool:
-        """Try to acquire or renew once; True if we hold the lease after it. Never raises for
-        API errors (they count as a failed attempt)."""
+        """Try to acquire or renew once; True if we hold the lease after it. Never raises: any
+        failure (an API error, a refused connection, a timeout: the client raises urllib3's own
+        exceptions for those) is a failed attempt, so the loop and its deadline keep running."""
         started = self.clock()
         try:
             held = self._try(started)
-        except KubeError as exc:
-            log.warning("leader election: %s", exc)
-            held = False
-        except OSError as exc:  # connection refused, timeouts below the KubeError layer
-            log.warning("leader election: %s", exc)
+        except Exception as exc:  # every failure is a failed attempt (see above)
+            log.warning("leader election: %s: %s", type(exc).__name__, exc)
             held = False
         return self._settle(held, started)
 
@@ -220,7 +214,10 @@ class LeaderElector:
                     self._leading = started_leading = True
         if started_leading:
             log.info("leader election: %s became leader", self.identity)
-            self.on_started()
+            try:
+                self.on_started()
+            except Exception:  # the election loop must outlive a failing callback
+                log.exception("leader election: the on_started callback failed")
         if lost:
             log.error("leader election: %s lost the lease; acting stops now", self.identity)
             self.on_lost()
@@ -260,5 +257,5 @@ class LeaderElector:
             spec = {**spec, "holderIdentity": "", "leaseDurationSeconds": 1}
             self.api.replace_lease(cfg.namespace, cfg.name, {**lease, "spec": spec})
             log.info("leader election: %s released the lease", self.identity)
-        except (KubeError, OSError) as exc:
+        except Exception as exc:  # best effort: the lease expires by itself anyway
             log.warning("leader election: could not release the lease: %s", exc)
