@@ -41,6 +41,7 @@ def start(cluster: Any, namespace: str, count: int, tag: str) -> list[OperatorPr
         for i in range(count)
     ]
     for proc in procs:
+        proc.log_path.unlink(missing_ok=True)  # judge this run's logs only
         proc.start()
     return procs
 
