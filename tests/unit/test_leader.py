@@ -28,8 +28,10 @@ class FakeLeases:
         self.down = False  # the API server is unreachable
         self.transport_error = False  # the client library's own exception, not a KubeError
         self.writes = 0
+        self.calls = 0
 
     def _check(self) -> None:
+        self.calls += 1
         if self.transport_error:
             raise TimeoutError("read timed out")  # as urllib3 raises past the client
         if self.down:
@@ -153,6 +155,26 @@ def test_a_leader_that_cannot_renew_closes_its_fence_before_anyone_can_take_over
     assert not a.step() and not a.fence_ok(), "a lost leader never leads again"
 
 
+def test_a_leader_renews_with_one_request_and_a_foreign_write_makes_it_step_down() -> None:
+    api, clock, events = FakeLeases(), Clock(), list[str]()
+    a = candidate(api, clock, "a", events)
+    assert a.step()
+    clock.t += 2
+    calls = api.calls
+    assert a.step() and api.calls == calls + 1, "a renew is one PUT, no GET"
+    # Someone else writes the Lease (an admin, a takeover a paused leader slept through).
+    lease = api.get_lease("dm-system", "datamigration-operator")
+    assert lease is not None
+    api.replace_lease(
+        "dm-system",
+        "datamigration-operator",
+        {**lease, "spec": {**lease["spec"], "holderIdentity": "z"}},
+    )
+    clock.t += 2
+    assert not a.step(), "the 409 is followed by a read that finds another holder"
+    assert a.lost and not a.fence_ok() and events == ["a started", "a lost"]
+
+
 def test_transport_errors_are_failed_attempts_and_the_deadline_still_holds() -> None:
     api, clock, events = FakeLeases(), Clock(), list[str]()
     a = candidate(api, clock, "a", events)
@@ -184,7 +206,9 @@ def test_a_late_renew_that_succeeds_still_ends_leadership() -> None:
     a = candidate(api, clock, "a", events)
     assert a.step()
     clock.t += CONFIG.renew_deadline + 1
+    writes = api.writes
     assert not a.step() and a.lost and not a.fence_ok()
+    assert api.writes == writes, "a leader past its deadline does not renew"
 
 
 def test_concurrent_acquire_is_decided_by_the_resource_version() -> None:

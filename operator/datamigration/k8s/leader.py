@@ -8,6 +8,8 @@ guarantees, with controller-runtime's defaults (lease 15 s, renew deadline 10 s,
 
 - Acquire and renew are read-modify-write of the Lease with its `resourceVersion` as a
   precondition (a PUT of the object as read): of two candidates, one wins, the other gets 409.
+  A leader renews with one PUT of the Lease as its last write returned it (no read first); a 409
+  there means someone else wrote it, and a read decides. Past the renew deadline, no renew.
 - Expiry of someone else's lease is judged on *our* monotonic clock, from the moment we first
   saw its current record (client-go's "observed time"), never from its timestamps.
 - `fence_ok()` is true only while we hold the lease and our last successful renew *started*
@@ -107,6 +109,7 @@ class LeaderElector:
         self._last_renew = float("-inf")  # monotonic start of our last successful write
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = float("-inf")
+        self._written: JSON | None = None  # the Lease as our last successful write returned it
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
@@ -135,8 +138,26 @@ class LeaderElector:
 
     def _try(self, started: float) -> bool:
         cfg = self.config
-        lease = self.api.get_lease(cfg.namespace, cfg.name)
+        if self._leading and started - self._last_renew >= cfg.renew_deadline:
+            return False  # too late to renew (paused, cut off): write nothing, step down
         now = _micro_time(self.wall_clock())
+        own = self._written if self._leading else None
+        if own is not None:
+            # A leader renews the Lease as it last wrote it, without reading it first (one
+            # request per renew, not two): the PUT carries our last resourceVersion, so if anyone
+            # wrote the Lease since, it answers 409 and we read it and judge as below.
+            spec = {**(own.get("spec") or {}), "renewTime": now}
+            try:
+                updated = self.api.replace_lease(cfg.namespace, cfg.name, {**own, "spec": spec})
+            except KubeError as exc:
+                if not exc.conflict:
+                    raise
+                self._written = None
+            else:
+                self._observe(updated, started)
+                self._written = updated
+                return True
+        lease = self.api.get_lease(cfg.namespace, cfg.name)
         if lease is None:
             body: JSON = {
                 "apiVersion": "coordination.k8s.io/v1",
@@ -157,6 +178,7 @@ class LeaderElector:
                     return False
                 raise
             self._observe(created, started)
+            self._written = created
             return True
         self._observe(lease, started)
         spec = dict(lease.get("spec") or {})
@@ -182,6 +204,7 @@ class LeaderElector:
                 return False
             raise
         self._observe(updated, started)
+        self._written = updated
         return True
 
     def _observe(self, lease: JSON, at: float) -> None:
