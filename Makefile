@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # The local-cluster harness (hack/localcluster) is test infrastructure, not part of the package.
 export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv test test-unit lint demo cluster-up cluster-down cluster-bins env bench bench-backfill bench-sync bench-operator bench-lint clean
+.PHONY: help venv test test-unit lint demo cluster-up cluster-down cluster-bins env bench bench-backfill bench-sync bench-operator bench-lint bench-ha clean
 
 help:  ## list the targets
 	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ bench-sync: venv  ## renameColumn backfill with its sync trigger vs one UPDATE o
 
 bench-operator: venv cluster-bins  ## operator reaction latency and memory (JSON line last)
 	$(PY) bench/operator_reaction.py
+
+bench-ha: venv cluster-bins  ## leader failover under repeated SIGKILLs of three operators, duplicates (JSON line last)
+	$(PY) bench/ha.py
 
 bench-lint: venv  ## kubectl datamigration lint of 50 steps x 64 KiB of SQL vs pglast alone (JSON line last)
 	$(PY) bench/lint.py

@@ -3,21 +3,37 @@
 Runs the operator exactly as a user or the chart would (the console script, a kubeconfig, the
 `DATAMIGRATION_*` settings), labelling phase-Job pods for the local job-pod executor, and waits
 on its liveness endpoint rather than on a guess.
+
+Several processes may run at once (tests/e2e/test_ha.py, bench/ha.py): each gets its own metrics
+port and `POD_NAME` (so its Events name it as `reportingInstance`); processes started with the
+same `DATAMIGRATION_NAMESPACES` share one Lease (in `default`, named after those namespaces)
+unless the caller names another, so they elect one leader among themselves.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from localcluster.processes import free_port
 from localcluster.waiting import wait_for
 
 EXECUTOR_LABEL = "datamigration.dev/executor=local"
+_SERIAL = itertools.count()
+
+
+def lease_name_for(namespaces: str) -> str:
+    """The Lease shared by the processes that serve these namespaces (a valid object name)."""
+    tail = namespaces.replace(",", "-").replace(".", "-")[:40].strip("-") or "all"
+    return f"dm-operator-{tail}"
 
 
 class OperatorProcess:
@@ -26,6 +42,8 @@ class OperatorProcess:
     def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.kubeconfig, self.log_path, self.extra_env = kubeconfig, log_path, env or {}
         self.process: subprocess.Popen[bytes] | None = None
+        self.pod_name = self.extra_env.get("POD_NAME") or f"operator-{os.getpid()}-{next(_SERIAL)}"
+        self.metrics_port = 0
 
     @property
     def pid(self) -> int:
@@ -34,12 +52,19 @@ class OperatorProcess:
 
     def start(self, *, timeout: float = 60.0) -> OperatorProcess:
         port = free_port()
+        self.metrics_port = free_port()
+        namespaces = self.extra_env.get("DATAMIGRATION_NAMESPACES", "")
         env = {
             **os.environ,
             "KUBECONFIG": str(self.kubeconfig),
             "DATAMIGRATION_JOB_POD_LABELS": EXECUTOR_LABEL,
             "DATAMIGRATION_RUNNER_IMAGE": "datamigration-operator:dev",
+            "DATAMIGRATION_LEASE_NAMESPACE": "default",
+            "DATAMIGRATION_LEASE_NAME": lease_name_for(namespaces),
             **self.extra_env,
+            # Several processes on one machine: each its own port and name.
+            "DATAMIGRATION_METRICS_PORT": str(self.metrics_port),
+            "POD_NAME": self.pod_name,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
@@ -68,6 +93,40 @@ class OperatorProcess:
         )
         return self
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def health(self, probe: str = "readyz", timeout: float = 1.0) -> dict[str, Any]:
+        """The JSON of /readyz or /livez (`leader`: whether it holds the Lease and may act)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/{probe}"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                body: dict[str, Any] = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            body = json.loads(exc.read())
+        return body
+
+    def is_leader(self) -> bool:
+        try:
+            return self.running and bool(self.health().get("leader"))
+        except OSError:
+            return False
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    def pause(self) -> None:
+        """SIGSTOP: the process is frozen (a long GC pause, a throttled or suspended VM)."""
+        if self.process:
+            os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process:
+            os.killpg(self.process.pid, signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as a node failure or an OOM kill would do."""
         if self.process and self.process.poll() is None:
@@ -76,6 +135,7 @@ class OperatorProcess:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGCONT)  # a paused one could not hear SIGTERM
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=15)

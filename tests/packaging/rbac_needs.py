@@ -36,6 +36,25 @@ OPERATOR_CALLS: dict[str, set[Grant]] = {
         | need("rbac.authorization.k8s.io", "clusterroles", "bind", name=RUNNER_ROLE)
     ),
 }
+#: The leader election's calls (ClusterLeaseApi in cluster.py), granted in the release namespace
+#: only, on the one named Lease where resourceNames can say so (create cannot be limited).
+LEASE_CLASS = "ClusterLeaseApi"
+
+
+def lease_calls(lease: str) -> dict[str, set[Grant]]:
+    return {
+        "get_lease": need("coordination.k8s.io", "leases", "get", name=lease),
+        "replace_lease": need("coordination.k8s.io", "leases", "update", name=lease),
+        "create_lease": need("coordination.k8s.io", "leases", "create"),
+        "post_lease_event": need("", "events", "create"),
+        "ping": set(),  # GET /version: public to every authenticated client
+    }
+
+
+def lease_needs(lease: str) -> set[Grant]:
+    return set().union(*lease_calls(lease).values())
+
+
 #: ClusterApi methods only the CLI calls, with the user's own credentials.
 CLI_ONLY = {"patch_migration", "list_events", "watch_migration", "watch_events"}
 #: ClusterApi methods that make no API call.

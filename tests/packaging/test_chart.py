@@ -41,7 +41,13 @@ def test_ci_values_render(values: Any) -> None:
 
 # -- values.schema.json refuses bad values, naming the offending key ---------------------------
 BAD_VALUES = {
-    "two-replicas": (["--set", "replicaCount=2"], "/replicaCount", "must be one of 0, 1"),
+    "negative-replicas": (["--set", "replicaCount=-1"], "/replicaCount", "minimum"),
+    "lease-name": (
+        ["--set", "leaderElection.leaseName=Bad_Name"],
+        "/leaderElection/leaseName",
+        "does not match pattern",
+    ),
+    "metrics-port": (["--set", "metrics.port=0"], "/metrics/port", "minimum"),
     "unknown-top-level-key": (["--set", "replicas=1"], "''", "'replicas' not allowed"),
     "unknown-nested-key": (["--set", "image.name=x"], "/image", "'name' not allowed"),
     "bad-pull-policy": (["--set", "image.pullPolicy=Sometimes"], "/image/pullPolicy", "one of"),
@@ -208,21 +214,83 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
 
 
-def test_deployment_runs_one_standalone_operator_with_liveness() -> None:
+def test_deployment_runs_two_electing_replicas_with_probes() -> None:
     docs = render()
     deployment = one(docs, "Deployment")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     container = _container(docs)
     assert container["command"] == ["datamigration-operator"]
-    assert container["args"] == ["--liveness=http://0.0.0.0:8080/healthz"]
-    probe = container["livenessProbe"]
-    assert probe["httpGet"] == {"path": "/healthz", "port": "healthz"}
-    assert {"name": "healthz", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert "args" not in container
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in container["ports"]
+    env = _env(container)
+    assert env["DATAMIGRATION_LEADER_ELECTION"] == "true"
+    assert (
+        env["DATAMIGRATION_LEASE_DURATION"],
+        env["DATAMIGRATION_RENEW_DEADLINE"],
+        env["DATAMIGRATION_RETRY_PERIOD"],
+    ) == ("15", "10", "2")
+    assert env["DATAMIGRATION_LEASE_NAMESPACE"] == "dm-system"
+    assert env["DATAMIGRATION_METRICS_PORT"] == "9090"
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    assert pod["topologySpreadConstraints"] == [
+        {
+            "maxSkew": 1,
+            "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]},
+        }
+    ]
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
-    assert "--verbose" in _container(render("--set", "verbose=true"))["args"]
+    assert _container(render("--set", "verbose=true"))["args"] == ["--verbose"]
+
+
+def test_pod_disruption_budget_only_with_more_than_one_replica() -> None:
+    pdb = one(render(), "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert (
+        pdb["spec"]["selector"]["matchLabels"]
+        == (one(render(), "Deployment")["spec"]["selector"]["matchLabels"])
+    )
+    assert not find(render("--set", "replicaCount=1"), "PodDisruptionBudget")
+    assert not find(render("--set", "podDisruptionBudget.enabled=false"), "PodDisruptionBudget")
+
+
+def test_several_replicas_without_leader_election_are_refused() -> None:
+    result = helm(
+        "template", "dm", str(CHART), "--set", "leaderElection.enabled=false", check=False
+    )
+    assert result.returncode != 0
+    assert "leaderElection.enabled=true" in result.stderr
+    single = render("--set", "leaderElection.enabled=false", "--set", "replicaCount=1")
+    assert _env(_container(single))["DATAMIGRATION_LEADER_ELECTION"] == "false"
+
+
+def test_metrics_service_and_optional_service_monitor() -> None:
+    docs = render()
+    service = one(docs, "Service", "dm-datamigration-operator-metrics")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert not find(docs, "ServiceMonitor")
+    monitored = render(
+        "--set", "metrics.serviceMonitor.enabled=true",
+        "--set", "metrics.serviceMonitor.labels.release=prom",
+    )  # fmt: skip
+    monitor = one(monitored, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["endpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        service["metadata"]["labels"].items()
+    )
 
 
 def test_deployment_environment() -> None:

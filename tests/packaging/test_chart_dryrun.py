@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from chart_support import CHART, CRD_SOURCE, REPO, Grant, helm
-from rbac_needs import KOPF_CLUSTER_NEEDS, RUNNER_NEEDS, operator_needs
+from rbac_needs import KOPF_CLUSTER_NEEDS, RUNNER_NEEDS, lease_needs, operator_needs
 
 from localcluster.waiting import wait_for
 
@@ -183,7 +183,14 @@ def test_operator_may_do_what_it_needs_in_watched_namespaces_only(
         assert not missing, f"{namespace}: the operator may not {missing}"
     for grant in sorted(KOPF_CLUSTER_NEEDS):
         assert _can(kubectl, who, grant, None), grant
-    unwatched = [str(g) for g in sorted(needs) if _can(kubectl, who, g, names.namespace)]
+    # The release namespace holds the leader election's Lease (and its Events), nothing else.
+    lease = lease_needs(f"{names.release}-datamigration-operator")
+    missing = [str(g) for g in sorted(lease) if not _can(kubectl, who, g, names.namespace)]
+    assert not missing, f"the operator may not {missing} on its Lease"
+    assert not _can(
+        kubectl, who, Grant("coordination.k8s.io", "leases", "update", "other"), names.namespace
+    ), "update on a Lease that is not the release's"
+    unwatched = [str(g) for g in sorted(needs - lease) if _can(kubectl, who, g, names.namespace)]
     assert not unwatched, f"the operator may {unwatched} in a namespace it does not serve"
     for forbidden in (
         Grant("", "secrets", "list"),

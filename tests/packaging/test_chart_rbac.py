@@ -29,6 +29,7 @@ from rbac_needs import (
     CLUSTER_PY,
     HANDLERS_PY,
     KOPF_CLUSTER_NEEDS,
+    LEASE_CLASS,
     NO_CALL,
     OPERATOR,
     OPERATOR_CALLS,
@@ -37,13 +38,18 @@ from rbac_needs import (
     RUNNER_PY,
     RUNNER_ROLE,
     kopf_watches,
+    lease_calls,
+    lease_needs,
     operator_needs,
 )
 
+LEADER_ROLE = "dm-datamigration-operator-leader-election"
+LEASE = "dm-datamigration-operator"
 
-def _public_methods() -> set[str]:
+
+def _public_methods(class_name: str = "ClusterApi") -> set[str]:
     tree = ast.parse(CLUSTER_PY.read_text())
-    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ClusterApi"]
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name]
     return {
         n.name for n in cls.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")
     }
@@ -118,7 +124,7 @@ def test_cluster_wide_role_grants_exactly_the_needs() -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "dm-datamigration-operator", "namespace": "dm-system"}
     ]
-    assert not find(docs, "Role")
+    assert [r["metadata"]["name"] for r in find(docs, "Role")] == [LEADER_ROLE]
 
 
 def test_without_runner_identity_management_the_identity_rules_go() -> None:
@@ -131,11 +137,11 @@ def test_without_runner_identity_management_the_identity_rules_go() -> None:
 # -- namespaced mode -----------------------------------------------------------------------
 def test_namespaced_mode_grants_per_namespace_and_only_crd_reads_cluster_wide() -> None:
     docs = render(*NAMESPACED)
-    roles = find(docs, "Role")
+    roles = [r for r in find(docs, "Role") if r["metadata"]["name"] != LEADER_ROLE]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     for role in roles:
         assert grants(_rules(role)) == operator_needs()
-    bindings = find(docs, "RoleBinding")
+    bindings = [b for b in find(docs, "RoleBinding") if b["metadata"]["name"] != LEADER_ROLE]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for binding in bindings:
         assert binding["roleRef"] == {
@@ -158,6 +164,8 @@ def test_namespaced_mode_grants_per_namespace_and_only_crd_reads_cluster_wide() 
 def test_namespaced_mode_can_leave_the_runner_identity_to_the_chart() -> None:
     docs = render(*NAMESPACED, "--set", "runner.manageRbac=false")
     for role in find(docs, "Role"):
+        if role["metadata"]["name"] == LEADER_ROLE:
+            continue
         assert grants(_rules(role)) == operator_needs(manage_runner_rbac=False)
     accounts = [
         (a["metadata"]["namespace"], a["metadata"]["name"])
@@ -177,6 +185,40 @@ def test_namespaced_mode_can_leave_the_runner_identity_to_the_chart() -> None:
                 "namespace": binding["metadata"]["namespace"],
             }
         ]
+
+
+# -- leader election (both modes: the release namespace only) ---------------------------------
+def test_lease_calls_are_accounted_for_and_used() -> None:
+    assert _public_methods(LEASE_CLASS) == set(lease_calls(LEASE))
+    leadership = (OPERATOR / "controller" / "leadership.py").read_text()
+    main = (OPERATOR / "controller" / "main.py").read_text()
+    assert ".post_lease_event(" in leadership and ".ping" in main
+    election = (OPERATOR / "k8s" / "leader.py").read_text()
+    for method in ("get_lease", "create_lease", "replace_lease"):
+        assert f".{method}(" in election
+
+
+@pytest.mark.parametrize("args", [(), NAMESPACED], ids=["cluster-wide", "namespaced"])
+def test_lease_role_grants_exactly_the_election_needs_in_the_release_namespace(
+    args: tuple[str, ...],
+) -> None:
+    docs = render(*args)
+    role = one(docs, "Role", LEADER_ROLE)
+    assert role["metadata"]["namespace"] == "dm-system"
+    assert grants(_rules(role)) == lease_needs(LEASE)
+    binding = one(docs, "RoleBinding", LEADER_ROLE)
+    assert binding["metadata"]["namespace"] == "dm-system"
+    assert binding["roleRef"]["name"] == LEADER_ROLE
+    renamed = render(*args, "--set", "leaderElection.leaseName=my-lease")
+    assert grants(_rules(one(renamed, "Role", LEADER_ROLE))) == lease_needs("my-lease")
+    env = {
+        e["name"]: e.get("value")
+        for e in one(renamed, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["DATAMIGRATION_LEASE_NAME"] == "my-lease"
+    assert env["DATAMIGRATION_LEASE_NAMESPACE"] == "dm-system"
+    off = render(*args, "--set", "leaderElection.enabled=false", "--set", "replicaCount=1")
+    assert not find(off, "Role", LEADER_ROLE)
 
 
 # -- the runner and the people ---------------------------------------------------------------
@@ -251,7 +293,13 @@ def _rule_comments(text: str) -> list[tuple[str, str]]:
     return out
 
 
-RBAC_SOURCES = ["_helpers.tpl", "runner-rbac.yaml", "aggregate-roles.yaml", "rbac.yaml"]
+RBAC_SOURCES = [
+    "_helpers.tpl",
+    "runner-rbac.yaml",
+    "aggregate-roles.yaml",
+    "rbac.yaml",
+    "leader-rbac.yaml",
+]
 
 
 @pytest.mark.parametrize("template", RBAC_SOURCES)
@@ -262,14 +310,15 @@ def test_every_rule_in_the_templates_has_a_comment(template: str) -> None:
 
 
 def test_operator_and_runner_rules_name_each_verb_and_the_code_that_needs_it() -> None:
-    for template in ("_helpers.tpl", "runner-rbac.yaml"):
+    for template in ("_helpers.tpl", "runner-rbac.yaml", "leader-rbac.yaml"):
         for comment, rule in _rule_comments((CHART / "templates" / template).read_text()):
             verbs = re.search(r"verbs: \[([^\]]*)\]", rule)
             assert verbs, rule
             for verb in (v.strip() for v in verbs[1].split(",")):
                 assert re.search(rf"\b{verb}\b", comment), f"{verb!r} not explained: {comment}"
             assert re.search(
-                r"ClusterApi\.|kopf|handlers|runner/progress\.py|runner/gate\.py", comment
+                r"ClusterApi\.|ClusterLeaseApi\.|kopf|handlers|runner/progress\.py|runner/gate\.py",
+                comment,
             ), comment
 
 

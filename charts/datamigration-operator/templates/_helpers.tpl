@@ -53,6 +53,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The leader election's Lease, in the release namespace. */}}
+{{- define "datamigration-operator.leaseName" -}}
+{{- default (include "datamigration-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
 {{/* The operator image: repository:tag, pinned by @digest when one is given. */}}
 {{- define "datamigration-operator.image" -}}
 {{- $tag := .Values.image.tag | default .Chart.AppVersion }}

@@ -15,6 +15,10 @@ Order matters for crash safety and for concurrent operators:
    transition emits them, in the order of the transitions. Their names are derived from the
    migration's uid, the resourceVersion the decision was based on and the Event's reason, so a
    repeated create (a retry after a crash) is a 409 and a no-op: once per transition.
+4. Every write passes the leader fence first (`fence`, from `k8s.leader.LeaderElector.fence_ok`):
+   immediately before each API write this process must hold the Lease with a renew younger than
+   the renew deadline, or `NotLeader` stops the reconcile with nothing more written. A standby,
+   or a leader that was paused or cut off, writes nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from datamigration.controller.settings import OperatorSettings
@@ -38,6 +43,22 @@ log = logging.getLogger(__name__)
 
 class StatusConflict(Exception):
     """The object changed since it was read: re-read and decide again."""
+
+
+class NotLeader(Exception):
+    """This process may not write (a standby, or a leader past its renew deadline)."""
+
+
+Fence = Callable[[], bool]
+
+
+def _always() -> bool:
+    return True
+
+
+def _check(fence: Fence, what: str) -> None:
+    if not fence():
+        raise NotLeader(f"not the leader: did not {what}")
 
 
 def event_name(meta: dict[str, Any], index: int, event: EmitEvent) -> str:
@@ -61,6 +82,8 @@ def act(
     body: dict[str, Any],
     spec: MigrationSpec | None,
     decision: Decision,
+    *,
+    fence: Fence = _always,
 ) -> None:
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -68,6 +91,7 @@ def act(
     for action in decision.actions:
         if isinstance(action, CreateJob) and spec is not None:
             if settings.manage_runner_rbac and not spec.runner.service_account_name:
+                _check(fence, "ensure the runner identity")
                 api.ensure_runner_identity(
                     namespace, settings.runner_service_account, settings.runner_cluster_role
                 )
@@ -79,18 +103,22 @@ def act(
                 settings.jobs,
                 expected_image=action.expected_image,
             )
+            _check(fence, "create a Job")
             api.create_job(job)
             log.info("%s/%s: created Job %s", namespace, name, job["metadata"]["name"])
         elif isinstance(action, SetWorkloadImage) and spec is not None:
+            _check(fence, "set an image")
             api.set_container_image(namespace, spec.workload.name, action.container, action.image)
             log.info("%s/%s: set %s image to %s", namespace, name, action.container, action.image)
         elif isinstance(action, DeleteJob):
+            _check(fence, "delete a Job")
             api.delete_job(namespace, action.name)
             log.info("%s/%s: deleted Job %s", namespace, name, action.name)
 
     patch = merge_patch(body.get("status") or {}, decision.status)
     if not patch:
         return  # nothing changed, so nothing transitioned: no Event either
+    _check(fence, "write the status")
     try:
         api.patch_migration_status(namespace, name, patch, meta.get("resourceVersion"))
     except KubeError as exc:
@@ -100,6 +128,7 @@ def act(
 
     events = [a for a in decision.actions if isinstance(a, EmitEvent)]
     for index, event in enumerate(events):
+        _check(fence, "post an Event")
         try:
             api.post_event(
                 body, event.type, event.reason, scrub(event.message), event_name(meta, index, event)

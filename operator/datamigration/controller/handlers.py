@@ -12,15 +12,18 @@ that owns the work queue.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
 
 import kopf
 
+from datamigration.controller import leadership
 from datamigration.controller.reconciler import Reconciler
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.jobs import LABEL_MIGRATION, LABEL_MIGRATION_UID
-from datamigration.core.rollout import owning_deployment
+from datamigration.core.rollout import REVISION_ANNOTATION, owning_deployment
 from datamigration.k8s.cluster import ClusterApi
 
 GROUP, VERSION, PLURAL = "datamigration.dev", "v1alpha1", "datamigrations"
@@ -28,7 +31,7 @@ DONE = ("Succeeded", "Aborted", "Invalid", "Failed")
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Our own Events and status only: kopf's per-handler log Events would be noise, and its
     bookkeeping annotations are not needed by event handlers."""
     settings.posting.enabled = False
@@ -41,11 +44,26 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Explicit namespaces need no namespace scanning, nor the cluster-wide permission it takes.
     settings.scanning.disabled = bool(operator_settings.namespaces)
     memo["reconciler"] = Reconciler(api=ClusterApi(), settings=operator_settings)
+    # Leader election: until this process leads, the reconciler's fence keeps it from acting.
+    health = memo.get("health")
+    memo["elector"] = leadership.start(
+        memo["reconciler"], operator_settings, asyncio.get_running_loop(), health
+    )
+    if health is not None:
+        health.started = True
     logging.getLogger(__name__).info(
         "watching %s; runner image %s",
         ", ".join(operator_settings.namespaces) or "all namespaces",
         operator_settings.runner_image,
     )
+
+
+@kopf.on.cleanup()
+async def release_lease(memo: kopf.Memo, **_: Any) -> None:
+    """A clean shutdown (SIGTERM, an upgrade) hands the Lease over at once."""
+    elector = memo.get("elector")
+    if elector is not None:
+        await asyncio.to_thread(elector.release)
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -112,11 +130,42 @@ async def job_pod_event(
         _reconciler(memo).enqueue(namespace, migration)
 
 
+def deployment_fingerprint(body: kopf.Body | dict[str, Any]) -> str:
+    """What of a Deployment a decision can depend on: its generation (any spec change), the
+    revision annotation (the rollout proof), deletion, and its status. A metadata-only change (an
+    annotation, a label) leaves it equal, so it wakes no migration: with one Deployment shared by
+    many migrations, such an event would otherwise reconcile every one of them."""
+    meta = body.get("metadata") or {}
+    relevant = (
+        meta.get("generation"),
+        (meta.get("annotations") or {}).get(REVISION_ANNOTATION),
+        meta.get("deletionTimestamp"),
+        body.get("status"),
+    )
+    return json.dumps(relevant, sort_keys=True, default=str)
+
+
+_deployment_seen: dict[tuple[str | None, str], str] = {}
+
+
 @kopf.on.event("apps", "v1", "deployments")
 async def deployment_event(
-    namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+    event: kopf.RawEvent,
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
-    for migration, _active in _by_workload(kwargs).get((namespace, name), []):
+    key = (namespace, name)
+    if event["type"] == "DELETED":
+        _deployment_seen.pop(key, None)
+    else:
+        fingerprint = deployment_fingerprint(body)
+        if _deployment_seen.get(key) == fingerprint:
+            return  # nothing a decision reads has changed
+        _deployment_seen[key] = fingerprint
+    for migration, _active in _by_workload(kwargs).get(key, []):
         _reconciler(memo).enqueue(namespace, migration)
 
 

@@ -1,8 +1,9 @@
 """`datamigration-operator`: run the operator against the current kubeconfig or in-cluster.
 
-Standalone (no kopf peering): run exactly one replica, with `strategy: Recreate`, as the chart
-does; a second replica would not corrupt anything (Job creation is idempotent) but would double
-the API traffic.
+Several replicas may run (the chart runs two): they elect a leader on a Lease
+(controller/leadership.py) and only the leader acts; the others keep their watches warm. kopf
+runs standalone (no kopf peering: our own election fences every write instead). /metrics,
+/livez and /readyz are served on DATAMIGRATION_METRICS_PORT (controller/metrics.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import kopf
 
 from datamigration import __version__
+from datamigration.controller import metrics
 from datamigration.controller.settings import OperatorSettings, SettingsError
 
 
@@ -35,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     import datamigration.controller.handlers  # noqa: F401  (registers the handlers)
+    from datamigration.k8s.cluster import ClusterLeaseApi
+
+    metrics.install()
+    memo = kopf.Memo()
+    if settings.metrics_port:
+        health = metrics.Health(settings.api_liveness_bound, ClusterLeaseApi(timeout=5.0).ping)
+        metrics.serve(settings.metrics_port, health)
+        memo["health"] = health
 
     kopf.configure(verbose=args.verbose, log_prefix=False)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
@@ -44,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         liveness_endpoint=args.liveness or None,
+        memo=memo,
     )
     return 0
 

@@ -39,6 +39,19 @@ class OperatorSettings:
     job_pod_labels: Mapping[str, str] = field(default_factory=dict)
     #: Namespaces to watch; empty means the whole cluster.
     namespaces: tuple[str, ...] = ()
+    #: Leader election on a Lease (several replicas, one acting). Off: this process always acts.
+    leader_election: bool = True
+    #: The Lease: its namespace (the release namespace) and name.
+    lease_namespace: str = "default"
+    lease_name: str = "datamigration-operator"
+    #: controller-runtime's defaults, in seconds.
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+    #: Port of /metrics, /livez and /readyz (0: none).
+    metrics_port: int = 9090
+    #: Seconds without any answer from the API server after which the process is not live.
+    api_liveness_bound: float = 60.0
 
     @property
     def jobs(self) -> JobSettings:
@@ -74,7 +87,48 @@ class OperatorSettings:
         for var in ("DATAMIGRATION_RUNNER_SERVICE_ACCOUNT", "DATAMIGRATION_RUNNER_CLUSTER_ROLE"):
             if var in env and not _NAME.match(env[var]):
                 raise SettingsError(f"{var}: {env[var]!r} is not a valid name")
+        election = env.get("DATAMIGRATION_LEADER_ELECTION", "true").lower()
+        if election not in ("true", "false"):
+            raise SettingsError("DATAMIGRATION_LEADER_ELECTION: must be true or false")
+        lease_namespace = env.get("DATAMIGRATION_LEASE_NAMESPACE") or _own_namespace()
+        lease_name = env.get("DATAMIGRATION_LEASE_NAME") or defaults.lease_name
+        for var, value in (
+            ("DATAMIGRATION_LEASE_NAMESPACE", lease_namespace),
+            ("DATAMIGRATION_LEASE_NAME", lease_name),
+        ):
+            if not _NAME.match(value):
+                raise SettingsError(f"{var}: {value!r} is not a valid name")
+        timings = {
+            var: _seconds(env, var, default)
+            for var, default in (
+                ("DATAMIGRATION_LEASE_DURATION", defaults.lease_duration),
+                ("DATAMIGRATION_RENEW_DEADLINE", defaults.renew_deadline),
+                ("DATAMIGRATION_RETRY_PERIOD", defaults.retry_period),
+                ("DATAMIGRATION_API_LIVENESS_BOUND", defaults.api_liveness_bound),
+            )
+        }
+        duration = timings["DATAMIGRATION_LEASE_DURATION"]
+        deadline = timings["DATAMIGRATION_RENEW_DEADLINE"]
+        retry = timings["DATAMIGRATION_RETRY_PERIOD"]
+        if not duration > deadline > retry:
+            raise SettingsError(
+                "DATAMIGRATION_RENEW_DEADLINE: must be below DATAMIGRATION_LEASE_DURATION and "
+                f"above DATAMIGRATION_RETRY_PERIOD (got {duration} > {deadline} > {retry})"
+            )
+        port_text = env.get("DATAMIGRATION_METRICS_PORT", str(defaults.metrics_port))
+        if not port_text.isdigit() or int(port_text) > 65535:
+            raise SettingsError(
+                f"DATAMIGRATION_METRICS_PORT: {port_text!r} is not a port (0-65535)"
+            )
         return cls(
+            leader_election=election == "true",
+            lease_namespace=lease_namespace,
+            lease_name=lease_name,
+            lease_duration=duration,
+            renew_deadline=deadline,
+            retry_period=retry,
+            metrics_port=int(port_text),
+            api_liveness_bound=timings["DATAMIGRATION_API_LIVENESS_BOUND"],
             runner_image=env.get("DATAMIGRATION_RUNNER_IMAGE") or defaults.runner_image,
             runner_service_account=env.get(
                 "DATAMIGRATION_RUNNER_SERVICE_ACCOUNT", defaults.runner_service_account
@@ -86,3 +140,30 @@ class OperatorSettings:
             job_pod_labels=labels,
             namespaces=namespaces,
         )
+
+
+_SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _own_namespace() -> str:
+    """In a pod: its namespace ($POD_NAMESPACE, else the service account's); else `default`."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open(_SERVICE_ACCOUNT_NAMESPACE) as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
+
+
+def _seconds(env: Mapping[str, str], var: str, default: float) -> float:
+    text = env.get(var)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise SettingsError(f"{var}: {text!r} is not a positive number of seconds")
+    return value

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,15 @@ VERSION = "v1alpha1"
 PLURAL = "datamigrations"
 
 JSON = dict[str, Any]
+
+#: Called once per API request with (verb, HTTP status; 0 when no answer came): the operator's
+#: metrics count requests here (controller/metrics.py), the one place every request passes.
+REQUEST_OBSERVERS: list[Callable[[str, int], None]] = []
+
+
+def _observe(method: str, status: int) -> None:
+    for observer in REQUEST_OBSERVERS:
+        observer(method, status)
 
 
 @dataclass
@@ -106,7 +115,12 @@ class KubeClient:
             )
             raw = response.read()  # type: ignore[no-untyped-call]
         except ApiException as exc:  # transport-level failures
+            _observe(method, int(exc.status or 0))
             raise _error(exc) from None
+        except Exception:
+            _observe(method, 0)
+            raise
+        _observe(method, int(response.status))
         if not 200 <= int(response.status) <= 299:
             raise _error(ApiException(status=response.status, reason=response.reason, body=raw))
         decoded: JSON = json.loads(raw) if raw else {}

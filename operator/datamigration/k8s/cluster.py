@@ -272,3 +272,51 @@ class ClusterApi:
             config_file=config_file, context=context, persist_config=False
         )
         return cls(KubeClient(api_client))
+
+
+class ClusterLeaseApi:
+    """The leader election's Lease calls (`datamigration.k8s.leader.LeaseApi`), in the release
+    namespace only, each bounded by a short timeout so a dead API fails a renew in time."""
+
+    # -- Leases (get/update the one named Lease; create leases) -------------------------------
+    def __init__(self, kube: KubeClient | None = None, *, timeout: float = 5.0) -> None:
+        self.kube = kube or KubeClient()
+        self.timeout = timeout
+
+    @staticmethod
+    def _path(namespace: str, name: str = "") -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        return f"{path}/{name}" if name else path
+
+    def get_lease(self, namespace: str, name: str) -> JSON | None:
+        try:
+            return self.kube.request("GET", self._path(namespace, name), timeout=self.timeout)
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    def create_lease(self, namespace: str, body: JSON) -> JSON:
+        return self.kube.request("POST", self._path(namespace), body=body, timeout=self.timeout)
+
+    def replace_lease(self, namespace: str, name: str, body: JSON) -> JSON:
+        """PUT: with the resourceVersion the Lease was read at, 409 if anyone wrote it since."""
+        return self.kube.request(
+            "PUT", self._path(namespace, name), body=body, timeout=self.timeout
+        )
+
+    # -- Connection (GET /version: public to every authenticated client, no RBAC) -------------
+    def ping(self) -> None:
+        """One cheap request: raises if the API server does not answer."""
+        self.kube.request("GET", "/version", timeout=self.timeout)
+
+    def post_lease_event(
+        self, lease_namespace: str, lease_name: str, reason: str, message: str
+    ) -> None:
+        """An Event on the Lease (create events in the release namespace): who leads now."""
+        involved = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": lease_name, "namespace": lease_namespace},
+        }
+        ClusterApi(self.kube).post_event(involved, "Normal", reason, message)

@@ -1,0 +1,220 @@
+"""The leader fence, the resync on becoming leader, the metrics and the probes, against the
+in-memory API of test_controller.py (a fake at the adapter boundary only).
+
+What it shows: a standby writes nothing; a fence that closes in the middle of an `act` stops
+the very next write, and the next leader finishes the transition with one Job and one Event;
+becoming leader enqueues every migration; a reconcile updates the metrics; the probes answer
+what the process knows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import pytest
+from factories import spec
+from prometheus_client import REGISTRY
+from test_controller import NS, FakeApi, status
+
+from datamigration.controller import metrics
+from datamigration.controller.reconciler import Reconciler
+from datamigration.controller.settings import OperatorSettings, SettingsError
+
+
+def reconciler(api: FakeApi, fence: Any = lambda: True) -> Reconciler:
+    return Reconciler(api=api, settings=OperatorSettings(manage_runner_rbac=False), fence=fence)
+
+
+def sample(metric: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(metric, labels) or 0.0
+
+
+def test_a_standby_reads_and_writes_nothing() -> None:
+    api = FakeApi(spec())
+    assert reconciler(api, fence=lambda: False).reconcile_once(NS, "m") is None
+    assert api.jobs == {} and api.events == {} and api.status_writes == 0
+    assert "status" not in api.migration
+
+
+def test_a_fence_closing_mid_act_stops_the_next_write_and_the_next_leader_finishes() -> None:
+    api = FakeApi(spec())
+    leading = {"old": True}
+    create_job = api.create_job
+
+    def create_then_lose_the_lease(manifest: dict[str, Any]) -> dict[str, Any]:
+        result = create_job(manifest)
+        leading["old"] = False  # the renew deadline passes while the Job is being created
+        return result
+
+    api.create_job = create_then_lose_the_lease  # type: ignore[method-assign]
+    reconciler(api, fence=lambda: leading["old"]).reconcile_once(NS, "m")
+    assert list(api.jobs) == ["m-expand-1-uid-1"]
+    assert api.status_writes == 0 and api.events == {}, "wrote after the fence closed"
+    api.create_job = create_job  # type: ignore[method-assign]
+    reconciler(api).reconcile_once(NS, "m")  # the new leader adopts the Job
+    assert list(api.jobs) == ["m-expand-1-uid-1"]
+    assert status(api)["phases"]["expand"]["state"] == "Running"
+    assert api.reasons() == ["PhaseStarted"]
+
+
+def test_becoming_leader_enqueues_every_migration_and_a_standby_enqueues_none() -> None:
+    api = FakeApi(spec())
+    leading = {"now": False}
+    rec = reconciler(api, fence=lambda: leading["now"])
+
+    async def scenario() -> int:
+        rec.enqueue(NS, "m")
+        assert rec._running == {}  # the standby queued nothing
+        leading["now"] = True
+        count = await rec.resync()
+        await asyncio.gather(*rec._running.values())
+        return count
+
+    assert asyncio.run(scenario()) == 1
+    assert list(api.jobs) == ["m-expand-1-uid-1"] and api.reasons() == ["PhaseStarted"]
+
+
+def test_reconciling_updates_the_metrics() -> None:
+    reconciles = sample("datamigration_reconcile_duration_seconds_count")
+    stalls = sample("datamigration_stalls_total", reason="SecretKeyNotFound")
+    api = FakeApi(spec(), secret_keys=("password",))
+    reconciler(api).reconcile_once(NS, "m")
+    assert sample("datamigration_reconcile_duration_seconds_count") == reconciles + 1
+    assert sample("datamigration_stalls_total", reason="SecretKeyNotFound") == stalls + 1
+    reconciler(api).reconcile_once(NS, "m")  # still stalled, not a new stall
+    assert sample("datamigration_stalls_total", reason="SecretKeyNotFound") == stalls + 1
+
+    api = FakeApi(spec())
+    api.migration["metadata"]["name"] = "m2"
+    reconciler(api).reconcile_once(NS, "m2")
+    api.finish("expand")
+    reconciler(api).reconcile_once(NS, "m2")
+    assert sample("datamigration_migrations", phase=status(api)["phase"]) >= 1
+    assert sample("datamigration_phase_duration_seconds_count", phase="expand") >= 1
+    api.runner_progress(
+        {"phase": "backfill", "rowsDone": 400, "rowsEstimated": 1000, "rowsPerSecond": 50}
+    )
+    reconciler(api).reconcile_once(NS, "m2")
+    labels = {"namespace": NS, "name": "m2"}
+    assert sample("datamigration_backfill_rows_done", **labels) == 400
+    assert sample("datamigration_backfill_rows_remaining", **labels) == 600
+    assert sample("datamigration_backfill_rows_per_second", **labels) == 50
+    reconciler(api).forget(NS, "m2")
+    assert REGISTRY.get_sample_value("datamigration_backfill_rows_done", labels) is None
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310  (http only)
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_probes_and_metrics_endpoint() -> None:
+    def no_api() -> None:
+        raise OSError("connection refused")
+
+    health = metrics.Health(api_liveness_bound=30.0, ping=no_api)
+    server = metrics.serve(0, health, host="127.0.0.1")
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert _get(f"{base}/readyz")[0] == 503
+        health.started = True
+        code, body = _get(f"{base}/readyz")
+        assert code == 200 and json.loads(body)["leader"] is False  # a standby is ready
+        metrics._on_request("GET", 200)  # an API answer, as the client reports
+        assert _get(f"{base}/livez")[0] == 200
+        metrics._last_api_answer["at"] -= 31  # no answer for longer than the bound
+        code, body = _get(f"{base}/livez")
+        assert code == 503 and "no answer from the API server" in body
+        code, text = _get(f"{base}/metrics")
+        assert code == 200
+        for name in ("datamigration_api_requests_total", "datamigration_leader"):
+            assert name in text
+    finally:
+        metrics._on_request("GET", 200)
+        server.shutdown()
+
+
+def test_leader_election_settings_are_checked() -> None:
+    settings = OperatorSettings.from_env({"DATAMIGRATION_LEASE_NAMESPACE": "dm-system"})
+    assert (settings.lease_duration, settings.renew_deadline, settings.retry_period) == (
+        15.0,
+        10.0,
+        2.0,
+    )
+    assert settings.leader_election and settings.lease_namespace == "dm-system"
+    with pytest.raises(SettingsError, match="DATAMIGRATION_RENEW_DEADLINE"):
+        OperatorSettings.from_env({"DATAMIGRATION_RENEW_DEADLINE": "20"})
+    with pytest.raises(SettingsError, match="DATAMIGRATION_LEASE_DURATION"):
+        OperatorSettings.from_env({"DATAMIGRATION_LEASE_DURATION": "soon"})
+    with pytest.raises(SettingsError, match="DATAMIGRATION_METRICS_PORT"):
+        OperatorSettings.from_env({"DATAMIGRATION_METRICS_PORT": "99999"})
+    with pytest.raises(SettingsError, match="DATAMIGRATION_LEADER_ELECTION"):
+        OperatorSettings.from_env({"DATAMIGRATION_LEADER_ELECTION": "maybe"})
+
+
+def test_the_reference_lists_exactly_the_metrics() -> None:
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    source = Path(metrics.__file__).read_text()
+    defined = set(re.findall(r'^\w+ = \w+\(\s*"(datamigration_[a-z_]+)"', source, re.M))
+    reference = (repo / "docs" / "reference.md").read_text().split("## Metrics", 1)[1]
+    listed = set(re.findall(r"^\| `(datamigration_[a-z_]+)`", reference, re.M))
+    assert len(defined) == 12 and defined == listed
+
+
+def test_a_metadata_only_deployment_change_wakes_no_migration() -> None:
+    import kopf
+
+    from datamigration.controller import handlers
+
+    deployment: dict[str, Any] = {
+        "metadata": {
+            "name": "api",
+            "namespace": NS,
+            "generation": 3,
+            "annotations": {"deployment.kubernetes.io/revision": "2"},
+        },
+        "status": {"observedGeneration": 3, "updatedReplicas": 3},
+    }
+    api = FakeApi(spec())
+    rec = reconciler(api)
+    memo = kopf.Memo(reconciler=rec)
+    index = {(NS, "api"): [("m", True)]}
+
+    async def event(body: dict[str, Any]) -> bool:
+        await handlers.deployment_event(
+            event={"type": "MODIFIED", "object": body},
+            namespace=NS,
+            name="api",
+            body=kopf.Body(body),
+            memo=memo,
+            by_workload=index,
+        )
+        woken = bool(rec._running)
+        await asyncio.gather(*rec._running.values())
+        return woken
+
+    async def scenario() -> list[bool]:
+        first = await event(deployment)
+        annotated = {
+            **deployment,
+            "metadata": {
+                **deployment["metadata"],
+                "annotations": {"deployment.kubernetes.io/revision": "2", "team": "web"},
+            },
+        }
+        metadata_only = await event(annotated)
+        scaled = {**annotated, "status": {"observedGeneration": 3, "updatedReplicas": 2}}
+        status_change = await event(scaled)
+        return [first, metadata_only, status_change]
+
+    assert asyncio.run(scenario()) == [True, False, True]
