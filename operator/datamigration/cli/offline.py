@@ -31,6 +31,7 @@ from datamigration.lint import (
     has_errors,
     lint_document,
     lint_spec,
+    migration_name,
 )
 from datamigration.validation import UNCHECKED_COMMAND, unchecked_steps
 
@@ -120,16 +121,6 @@ def lint_paths(paths: Sequence[str], out: TextIO, err: TextIO) -> int:
         out.write("".join(f"{note}\n" for note in notes))
         failed = failed or has_errors(findings)
     return EXIT_FAILURE if failed else EXIT_OK
-
-
-def migration_name(document: Mapping[str, Any]) -> str:
-    metadata = document.get("metadata")
-    if not isinstance(metadata, Mapping):
-        return ""
-    name, namespace = metadata.get("name"), metadata.get("namespace")
-    if not isinstance(name, str):
-        return ""
-    return f"{namespace}/{name}" if isinstance(namespace, str) and namespace else name
 
 
 def _beyond_bounds(problem: Problem) -> bool:

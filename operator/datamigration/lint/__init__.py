@@ -18,6 +18,7 @@ from datamigration.lint.check import (
     lint_file,
     lint_spec,
     lint_steps,
+    migration_name,
     step_paths,
 )
 from datamigration.lint.findings import Finding, Severity, format_findings, has_errors
@@ -36,5 +37,6 @@ __all__ = [
     "lint_file",
     "lint_spec",
     "lint_steps",
+    "migration_name",
     "step_paths",
 ]

@@ -265,7 +265,7 @@ def allowed_findings(spec: MigrationSpec) -> list[Finding]:
 
 def lint_document(document: Mapping[str, Any], *, source: str = "") -> list[Finding]:
     """Findings for one DataMigration manifest (all of its phases)."""
-    migration = _migration_name(document)
+    migration = migration_name(document)
 
     def invalid(message: str, phase: str = "") -> list[Finding]:
         return [
@@ -364,7 +364,8 @@ def _unparseable(parser_message: str) -> str:
     )
 
 
-def _migration_name(document: Mapping[str, Any]) -> str:
+def migration_name(document: Mapping[str, Any]) -> str:
+    """`<namespace>/<name>` of a manifest (or the name, or ""), as findings name it."""
     metadata = document.get("metadata")
     if not isinstance(metadata, Mapping):
         return ""
