@@ -129,27 +129,32 @@ def runner_plan(
         "report": {"namespace": owner.namespace, "name": owner.name},
     }
     if phase == "contract":
-        plan["rolloutGate"] = rollout_gate(owner, spec, expected_image)
+        gates = rollout_gates(owner, spec, expected_image)
+        plan["rolloutGate"] = gates[0] if len(gates) == 1 else gates
     return plan
 
 
-def rollout_gate(
+def rollout_gates(
     owner: Owner, spec: MigrationSpec, expected_image: str | None = None
-) -> dict[str, Any]:
-    """What the contract Job re-proves before a destructive step: the workload the operator
-    proved, its container, and the image every pod must run (`expected_image`, the one the
-    operator's proof used; by default the spec's `workload.image`). Null `expectedImage` (Observe
-    mode without an image, when the caller passes none) still requires every pod to belong to the
-    newest ReplicaSet and no old ReplicaSet to want replicas."""
-    return {
-        "workload": {
-            "kind": spec.workload.kind,
-            "namespace": owner.namespace,
-            "name": spec.workload.name,
-        },
-        "container": spec.workload.container,
-        "expectedImage": expected_image or spec.workload.image,
-    }
+) -> list[dict[str, Any]]:
+    """What the contract Job re-proves before a destructive step, one entry per container of
+    every workload the operator proved: the workload, the container, and the image every pod
+    must run (for the first workload `expected_image`, the one the operator's proof used; by
+    default, and for every other workload, the spec's image). Null `expectedImage` (the single
+    `spec.workload` in Observe mode without an image, when the caller passes none) still requires
+    every pod to belong to the newest ReplicaSet and no old ReplicaSet to want replicas. In the
+    plan, one gate is an object (`rolloutGate: {...}`), several are a list."""
+    gates = []
+    for index, entry in enumerate(spec.workloads):
+        workload: dict[str, Any] = {"kind": entry.kind, "namespace": owner.namespace}
+        if entry.kind == "Pods":
+            workload["selector"] = entry.selector
+        else:
+            workload["name"] = entry.name
+        image = (expected_image if index == 0 else None) or entry.image
+        for container in entry.all_containers:
+            gates.append({"workload": workload, "container": container, "expectedImage": image})
+    return gates
 
 
 _CONTAINER_SECURITY = {

@@ -176,7 +176,7 @@ def _run(
                 plan,
                 reporter,
                 scrubber,
-                before_destructive=gate.before_destructive(plan.rollout_gate),
+                before_destructive=gate.before_destructive(plan.rollout_gates),
             )
     finally:
         reporter.close()
@@ -184,7 +184,7 @@ def _run(
 
 def _gate_only(plan: Plan) -> int:
     """`datamigration-runner gate`: prove the rollout, run nothing (raises RolloutRegressed)."""
-    check = gate.before_destructive(plan.rollout_gate)
+    check = gate.before_destructive(plan.rollout_gates)
     if check is None:
         raise InvalidInput("the plan has no rolloutGate: there is no rollout to prove")
     check()
