@@ -81,6 +81,7 @@ def test_contract_waits_for_every_workload_and_names_the_one_not_proven() -> Non
     ]
     assert "legacy-0" in rollout["workloads"][1]["message"]
     assert "Pods app=legacy" in d.status["message"]
+    assert d.requeue_after is not None and d.requeue_after <= 10  # no watch sees those pods
     # The old pod is gone: proven, and the contract starts in a later reconcile.
     d = step(raw, d.status, obs(rolled, legacy()))
     assert d.status["phases"]["codeRollout"]["state"] == "Succeeded"

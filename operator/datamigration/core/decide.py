@@ -73,6 +73,10 @@ PHASE_LABELS = {
 #: deletes its Job (each batch is its own transaction: nothing is lost).
 PAUSE_GRACE_SECONDS = 30.0
 ACCEPT_CHANGE_ANNOTATION = "datamigration.dev/accept-change"
+#: Kinds no watch wakes the operator for (an Argo Rollout: its CRD may be absent; a Pods
+#: selector: any pod): while one of them is not proven, look again this often.
+UNWATCHED_KINDS = ("Rollout", "Pods")
+UNWATCHED_RECHECK_SECONDS = 10.0
 __all__ = ["TERMINAL", "Invalid", "Observed", "Peer", "Workload", "decide"]
 
 
@@ -666,6 +670,7 @@ def _job_phase(run: _Run, spec: MigrationSpec, phase: str) -> bool:
                 f"contract waits for the rollout proof: {proof.message}",
                 ready=("False", waiting),
             )
+            _recheck_unwatched(run, pairs)
             return False
         blocked = _approval(run, spec, contract_digest(spec, _target_images(run, spec)))
         if blocked is not None:
@@ -849,7 +854,15 @@ def _rollout(run: _Run, spec: MigrationSpec) -> bool:
         f"{verdict.available_replicas} available, {verdict.old_pods} old pods",
     )
     run.requeue_after = max(1.0, timeout - elapsed)
+    _recheck_unwatched(run, pairs)
     return False
+
+
+def _recheck_unwatched(run: _Run, pairs: Proof) -> None:
+    """A workload no watch reports on is looked at again by a timed requeue while unproven."""
+    if any(e.kind in UNWATCHED_KINDS and not v.complete for e, v in pairs):
+        current = run.requeue_after
+        run.requeue_after = min(current or UNWATCHED_RECHECK_SECONDS, UNWATCHED_RECHECK_SECONDS)
 
 
 def _apply_images(run: _Run, spec: MigrationSpec) -> None:

@@ -133,7 +133,8 @@ class ClusterApi:
     def list_pods(self, namespace: str, selector: str) -> list[JSON]:
         return self.kube.list_items(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)
 
-    # -- Workload (get/patch deployments, list replicasets) -----------------------------------
+    # -- Workloads (get/patch deployments, statefulsets, daemonsets, cronjobs, rollouts; list
+    # replicasets, controllerrevisions)
     def get_deployment(self, namespace: str, name: str) -> JSON | None:
         try:
             return self.kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
