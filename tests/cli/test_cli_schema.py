@@ -244,6 +244,11 @@ def full_manifest() -> dict[str, Any]:
     spec["database"]["dialect"] = "postgresql"
     spec["operations"] = full_operations()
     spec["codeRollout"]["together"] = False
+    spec["contract"]["databaseSessions"] = {
+        "applicationNamePattern": "shop-api:1\\.",
+        "role": "shop",
+        "olderThanRolloutProof": True,
+    }
     spec["workloads"] = [
         {"kind": "StatefulSet", "name": "db", "container": "api", "image": "a:2", "mode": "Apply"},
         {"kind": "Deployment", "name": "web", "containers": ["api"], "image": "a:2"},

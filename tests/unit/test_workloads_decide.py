@@ -209,3 +209,69 @@ def test_contract_job_gate_proves_every_workload_again() -> None:
     regressed = Reader(cluster, sts(), sts_pods("db-7c9", "db-7c9", "db-5f4"))
     with pytest.raises(RolloutRegressed, match=r"StatefulSet shop/db.*db-2"):
         check_rollout(plan.rollout_gates[1], regressed)
+
+
+# -- proof from the database's side ----------------------------------------------------------------
+SESSIONS = {
+    "applicationNamePattern": r"shop-api:1\.",
+    "role": "shop",
+    "olderThanRolloutProof": True,
+}
+
+
+def test_old_sessions_exit_waits_visibly_then_tries_a_new_attempt() -> None:
+    from datetime import timedelta
+
+    from factories import with_contract
+    from test_decide import rollout_done
+
+    raw = with_contract(databaseSessions=SESSIONS)
+    d = rollout_done(raw)
+    (create,) = [a for a in d.actions if isinstance(a, CreateJob)]
+    assert create.phase == "contract" and create.rollout_proven_at == "2026-11-21T12:00:00Z"
+    owner = Owner(namespace="shop", name="m", uid="0123456789")
+    plan = runner_plan(owner, parse_spec(raw), "contract", None, create.rollout_proven_at)
+    assert plan["databaseSessions"] == {
+        "applicationNamePattern": r"shop-api:1\.",
+        "role": "shop",
+        "olderThan": "2026-11-21T12:00:00Z",
+    }
+    rolled = web(Cluster().rolled_out(NEW))
+    failed = JobObservation(
+        name="m-contract-1-abcde",
+        phase="contract",
+        attempt=1,
+        outcome="Failed",
+        exit_code=9,
+        message="FAILED exit=9: the destructive step was not run: 1 database session(s) of the "
+        "old code are connected: pid 4242 application_name 'shop-api:1.0' client 10.0.0.7",
+    )
+    d = step(raw, d.status, obs(rolled, jobs=(*DONE_DB, failed)))
+    contract = d.status["phases"]["contract"]
+    assert (contract["state"], contract["reason"]) == ("Pending", "OldSessionsConnected")
+    stalled = next(c for c in d.status["conditions"] if c["type"] == "Stalled")
+    assert stalled["reason"] == "OldSessionsConnected"
+    assert "pid 4242" in d.status["message"] and "10.0.0.7" in d.status["message"]
+    assert not [a for a in d.actions if isinstance(a, CreateJob)]
+    assert d.requeue_after is not None and d.requeue_after <= 15
+    later = decide(
+        parse_spec(raw), d.status, obs(rolled, jobs=(*DONE_DB, failed)), NOW + timedelta(seconds=16)
+    )
+    assert [(a.phase, a.attempt) for a in later.actions if isinstance(a, CreateJob)] == [
+        ("contract", 2)
+    ]
+
+
+def test_database_sessions_spec_is_checked_and_in_the_digest() -> None:
+    from factories import with_contract
+
+    with pytest.raises(SpecError, match=r"^spec.contract.databaseSessions.role"):
+        parse_spec(
+            with_contract(
+                databaseSessions={"applicationNamePattern": "x", "olderThanRolloutProof": True}
+            )
+        )
+    with pytest.raises(SpecError, match="applicationNamePattern"):
+        parse_spec(with_contract(databaseSessions={"applicationNamePattern": "(unclosed"}))
+    plain, gated = parse_spec(spec()), parse_spec(with_contract(databaseSessions=SESSIONS))
+    assert contract_digest(plain, NEW) != contract_digest(gated, NEW)

@@ -78,6 +78,7 @@ def act(
                 action.attempt,
                 settings.jobs,
                 expected_image=action.expected_image,
+                rollout_proven_at=action.rollout_proven_at,
             )
             api.create_job(job)
             log.info("%s/%s: created Job %s", namespace, name, job["metadata"]["name"])

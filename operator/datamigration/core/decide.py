@@ -50,6 +50,7 @@ from datamigration.core.digest import (
     short,
 )
 from datamigration.core.jobs import (
+    EXIT_OLD_SESSIONS,
     EXIT_PAUSED,
     EXIT_ROLLOUT_REGRESSED,
     EXIT_VERIFY_FAILED,
@@ -77,6 +78,8 @@ ACCEPT_CHANGE_ANNOTATION = "datamigration.dev/accept-change"
 #: selector: any pod): while one of them is not proven, look again this often.
 UNWATCHED_KINDS = ("Rollout", "Pods")
 UNWATCHED_RECHECK_SECONDS = 10.0
+#: After the contract Job found sessions of the old code, a new attempt waits this long.
+SESSIONS_RETRY_SECONDS = 15.0
 __all__ = ["TERMINAL", "Invalid", "Observed", "Peer", "Workload", "decide"]
 
 
@@ -90,6 +93,8 @@ class CreateJob:
     #: again before each destructive step (in Observe mode without `workload.image`, the image
     #: of the revision observed; it is part of the approved digest).
     expected_image: str | None = None
+    #: Contract only: when the rollout was proven (databaseSessions.olderThanRolloutProof).
+    rollout_proven_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -435,6 +440,13 @@ def _track_jobs(run: _Run) -> None:
             run.event("Normal", R.PHASE_SUCCEEDED, f"phase {phase} succeeded (Job {job.name})")
         elif job.exit_code == EXIT_PAUSED:
             rec.update(state="Pending", message="paused at a checkpoint; resumes on unpause")
+        elif phase == "contract" and job.exit_code == EXIT_OLD_SESSIONS:
+            # Nothing destructive ran past the check; a new attempt follows once the sessions
+            # may have gone (the runner's message lists them: pid, application_name, client,
+            # backend start; never a query).
+            rec.update(state="Pending", message=job.message, reason=R.OLD_SESSIONS_CONNECTED)
+            rec["finishedAt"] = _iso(run.now)
+            run.event("Warning", R.OLD_SESSIONS_CONNECTED, f"contract: {job.message}")
         else:
             reason = _failure_reason(phase, job.exit_code)
             rec.update(state="Failed", message=job.message, reason=reason)
@@ -647,6 +659,17 @@ def _job_phase(run: _Run, spec: MigrationSpec, phase: str) -> bool:
             progressing=("False", R.PAUSED),
         )
         return False
+    if phase == "contract" and rec.get("reason") == R.OLD_SESSIONS_CONNECTED:
+        since = (run.now - _parse_iso(str(rec.get("finishedAt") or _iso(run.now)))).total_seconds()
+        if since < SESSIONS_RETRY_SECONDS:
+            run.stall(
+                label,
+                R.OLD_SESSIONS_CONNECTED,
+                f"contract waits for the old code's database sessions to end (checked again in "
+                f"{int(SESSIONS_RETRY_SECONDS - since)}s): {rec.get('message', '')}",
+            )
+            run.requeue_after = max(1.0, SESSIONS_RETRY_SECONDS - since)
+            return False
     # A contract withdrawn for a regressed rollout keeps saying so while it waits.
     regressed = rec.get("reason") == R.ROLLOUT_REGRESSED
     waiting = R.ROLLOUT_REGRESSED if regressed else R.WAITING_FOR_WORKLOAD
@@ -693,8 +716,15 @@ def _job_phase(run: _Run, spec: MigrationSpec, phase: str) -> bool:
     attempt = attempts if rec.get("state") == "Running" and attempts > 0 else attempts + 1
     accepted = bool(rec.pop("acceptChange", False))
     expected = _target_image(run, spec) if phase == "contract" else None
+    proven_at = run.record("codeRollout").get("finishedAt") if phase == "contract" else None
     run.actions.append(
-        CreateJob(phase, attempt, allow_checksum_change=accepted, expected_image=expected)
+        CreateJob(
+            phase,
+            attempt,
+            allow_checksum_change=accepted,
+            expected_image=expected,
+            rollout_proven_at=str(proven_at) if proven_at else None,
+        )
     )
     rec.update(state="Running", attempts=attempt, message="", steps=phase_checksums(spec, phase))
     rec["startedAt"] = _iso(run.now)

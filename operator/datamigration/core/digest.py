@@ -47,6 +47,13 @@ def contract_digest(spec: MigrationSpec, image: str | Sequence[str | None] | Non
         "verify": [[s.name, s.checksum] for s in spec.contract.verify.steps],
         "steps": [[s.name, s.checksum] for s in spec.contract.steps.steps],
     }
+    sessions = spec.contract.database_sessions
+    if sessions is not None:  # absent: the digest stays what it was before this gate existed
+        body["databaseSessions"] = [
+            sessions.application_name_pattern,
+            sessions.role,
+            sessions.older_than_rollout_proof,
+        ]
     if len(images) == 1:
         body["image"] = images[0]
     else:

@@ -34,11 +34,13 @@ RUNNER_UID = 65532  # the distroless "nonroot" user; the image runs as it too
 EXIT_VERIFY_FAILED = 4
 EXIT_CHECKSUM_CHANGED = 5
 EXIT_ROLLOUT_REGRESSED = 8
+EXIT_OLD_SESSIONS = 9
 EXIT_PAUSED = 75
 FAILURE_POLICY_EXIT_CODES = (
     EXIT_VERIFY_FAILED,
     EXIT_CHECKSUM_CHANGED,
     EXIT_ROLLOUT_REGRESSED,
+    EXIT_OLD_SESSIONS,
     EXIT_PAUSED,
 )
 
@@ -113,7 +115,11 @@ def job_labels(owner: Owner, phase: str, attempt: int) -> dict[str, str]:
 
 
 def runner_plan(
-    owner: Owner, spec: MigrationSpec, phase: str, expected_image: str | None = None
+    owner: Owner,
+    spec: MigrationSpec,
+    phase: str,
+    expected_image: str | None = None,
+    rollout_proven_at: str | None = None,
 ) -> dict[str, Any]:
     """The runner's input: the phase's runner steps, and where to report progress.
 
@@ -131,6 +137,14 @@ def runner_plan(
     if phase == "contract":
         gates = rollout_gates(owner, spec, expected_image)
         plan["rolloutGate"] = gates[0] if len(gates) == 1 else gates
+        sessions = spec.contract.database_sessions
+        if sessions is not None:
+            plan["databaseSessions"] = {
+                "applicationNamePattern": sessions.application_name_pattern,
+                "role": sessions.role,
+                # Sessions of `role` older than this block too (None: that check is off).
+                "olderThan": rollout_proven_at if sessions.older_than_rollout_proof else None,
+            }
     return plan
 
 
@@ -174,11 +188,14 @@ def build_job(
     settings: JobSettings,
     *,
     expected_image: str | None = None,
+    rollout_proven_at: str | None = None,
 ) -> dict[str, Any]:
     """The Job manifest for one attempt of one database phase.
 
     `expected_image` is the image the operator's rollout proof used (contract only; default
     `spec.workload.image`): the contract Job proves it again before each destructive step.
+    `rollout_proven_at` is when the rollout was proven (contract only; for
+    `databaseSessions.olderThanRolloutProof`).
     """
     labels = job_labels(owner, phase, attempt)
     database_url = {
@@ -186,7 +203,7 @@ def build_job(
         "valueFrom": {"secretKeyRef": {"name": spec.database.name, "key": spec.database.key}},
     }
     steps = spec.job_steps(phase)
-    plan = json.dumps(runner_plan(owner, spec, phase, expected_image))
+    plan = json.dumps(runner_plan(owner, spec, phase, expected_image, rollout_proven_at))
     runner = {
         "name": RUNNER_CONTAINER,
         "image": spec.runner.image or settings.runner_image,

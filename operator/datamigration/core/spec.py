@@ -119,6 +119,19 @@ class CodeRollout:
 
 
 @dataclass(frozen=True)
+class DatabaseSessions:
+    """`spec.contract.databaseSessions`: proof from the database's side, checked by the contract
+    Job right before each destructive step (runner/sessions.py)."""
+
+    #: A PostgreSQL regular expression (`~`) for the OLD version's `application_name`.
+    application_name_pattern: str
+    #: Only sessions of this role count for the pattern; required by `older_than_rollout_proof`.
+    role: str | None = None
+    #: Also block on any session of `role` that started before the rollout was proven.
+    older_than_rollout_proof: bool = False
+
+
+@dataclass(frozen=True)
 class Contract:
     approval: Approval = "Manual"
     approved: bool = False
@@ -126,6 +139,7 @@ class Contract:
     approved_digest: str | None = None
     verify: PhaseSteps = field(default_factory=PhaseSteps)
     steps: PhaseSteps = field(default_factory=PhaseSteps)
+    database_sessions: DatabaseSessions | None = None
 
 
 @dataclass(frozen=True)
@@ -316,6 +330,7 @@ def parse_spec(raw: Any) -> MigrationSpec:
         approved_digest=_digest(ct, "approvedDigest", "spec.contract"),
         verify=_verify_steps(ct.get("verify"), "spec.contract.verify"),
         steps=_phase_steps(ct if ct.get("steps") is not None else None, "spec.contract"),
+        database_sessions=_database_sessions(ct.get("databaseSessions")),
     )
     expand = _phase_steps(spec.get("expand"), "spec.expand")
     backfill = _phase_steps(spec.get("backfill"), "spec.backfill")
@@ -450,6 +465,28 @@ def _workload(raw: Any, path: str, default_mode: RolloutMode, *, shorthand: bool
         mode=mode,
         path=path,
     )
+
+
+def _database_sessions(raw: Any) -> DatabaseSessions | None:
+    path = "spec.contract.databaseSessions"
+    if raw is None:
+        return None
+    body = _obj(raw, path)
+    pattern = str(_str(body, "applicationNamePattern", path))
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise SpecError(
+            f"{path}.applicationNamePattern", f"is not a regular expression: {exc}"
+        ) from None
+    sessions = DatabaseSessions(
+        application_name_pattern=pattern,
+        role=_str(body, "role", path, required=False),
+        older_than_rollout_proof=_bool(body, "olderThanRolloutProof", path),
+    )
+    if sessions.older_than_rollout_proof and sessions.role is None:
+        raise SpecError(f"{path}.role", "is required when olderThanRolloutProof is true")
+    return sessions
 
 
 #: At most this many entries in spec.workloads (the CRD's maxItems).

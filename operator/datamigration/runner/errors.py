@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     DATABASE_UNREACHABLE = 6
     STEP_FAILED = 7
     ROLLOUT_REGRESSED = 8
+    OLD_SESSIONS = 9
     PAUSED = 75
 
 
@@ -85,6 +86,13 @@ class RolloutRegressed(RunnerError):
     """Right before a destructive contract step, the rollout proof no longer held (old pods)."""
 
     exit_code = ExitCode.ROLLOUT_REGRESSED
+
+
+class OldSessionsConnected(RunnerError):
+    """Right before a destructive step, the database still had sessions of the old code
+    (`databaseSessions`); the step did not run."""
+
+    exit_code = ExitCode.OLD_SESSIONS
 
 
 class Paused(RunnerError):

@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from datamigration import __version__
-from datamigration.runner import gate, logs
+from datamigration.runner import gate, logs, sessions
 from datamigration.runner.dberrors import describe, is_disconnect
 from datamigration.runner.engine import make_engine
 from datamigration.runner.errors import (
@@ -176,7 +176,10 @@ def _run(
                 plan,
                 reporter,
                 scrubber,
-                before_destructive=gate.before_destructive(plan.rollout_gates),
+                before_destructive=sessions.both(
+                    gate.before_destructive(plan.rollout_gates),
+                    sessions.before_destructive(engine, plan.database_sessions),
+                ),
             )
     finally:
         reporter.close()

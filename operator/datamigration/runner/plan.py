@@ -24,7 +24,15 @@ from datamigration.runner.errors import InvalidInput
 
 PLAN_ENV = "DATAMIGRATION_PLAN"
 KNOWN_FIELDS = frozenset(
-    {"migration", "phase", "steps", "allowChecksumChange", "report", "rolloutGate"}
+    {
+        "migration",
+        "phase",
+        "steps",
+        "allowChecksumChange",
+        "report",
+        "rolloutGate",
+        "databaseSessions",
+    }
 )
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -61,6 +69,17 @@ class RolloutGate:
 
 
 @dataclass(frozen=True)
+class SessionsGate:
+    """`databaseSessions`: no session of the old code may be connected before a destructive
+    step (runner/sessions.py)."""
+
+    application_name_pattern: str
+    role: str | None = None
+    #: ISO timestamp: sessions of `role` that started before it block too (None: off).
+    older_than: str | None = None
+
+
+@dataclass(frozen=True)
 class Plan:
     """One phase of one migration, validated."""
 
@@ -71,6 +90,7 @@ class Plan:
     report: ReportTarget | None = None
     #: Every workload container the contract Job proves again before a destructive step.
     rollout_gates: tuple[RolloutGate, ...] = ()
+    database_sessions: SessionsGate | None = None
 
     @property
     def rollout_gate(self) -> RolloutGate | None:
@@ -157,7 +177,25 @@ def _parse(document: object) -> Plan:
         allow_checksum_change=allow,
         report=target,
         rollout_gates=_rollout_gates(document.get("rolloutGate")),
+        database_sessions=_sessions_gate(document.get("databaseSessions")),
     )
+
+
+def _sessions_gate(raw: object) -> SessionsGate | None:
+    path = "plan.databaseSessions"
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise SpecError(path, "must be an object with applicationNamePattern")
+    pattern, role, older = (raw.get(k) for k in ("applicationNamePattern", "role", "olderThan"))
+    if not (isinstance(pattern, str) and pattern):
+        raise SpecError(f"{path}.applicationNamePattern", "must be a regular expression")
+    for key, value in (("role", role), ("olderThan", older)):
+        if value is not None and not (isinstance(value, str) and value):
+            raise SpecError(f"{path}.{key}", "must be a non-empty string or null")
+    if older is not None and role is None:
+        raise SpecError(f"{path}.role", "is required with olderThan")
+    return SessionsGate(str(pattern), role, older)
 
 
 def _rollout_gates(raw: object) -> tuple[RolloutGate, ...]:
