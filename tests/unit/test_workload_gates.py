@@ -375,6 +375,20 @@ CRON_CASES = [
         "Complete",
     ),
     (
+        "old job deleted, its pod still terminating",
+        cronjob(),
+        [],
+        [job_pod("report-29301", OLD, terminating=True)],
+        "InProgress",
+    ),
+    (
+        "another CronJob's pod is not ours",
+        cronjob(),
+        [],
+        [job_pod("nightly-29301", OLD)],
+        "Complete",
+    ),
+    (
         "old job active, its pod not created yet",
         cronjob(),
         [job("report-0", OLD)],

@@ -187,6 +187,17 @@ async def revision_pod_event(
             _wake(kwargs, memo, namespace, str(ref["kind"]), str(ref.get("name", "")))
 
 
+@kopf.on.event("", "v1", "pods", labels={"job-name": kopf.PRESENT})
+async def cronjob_pod_event(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A Job's pod changed (an old CronJob run's last pod leaving included). A CronJob names its
+    Jobs `<cronjob>-<suffix>`: wake the migrations naming any CronJob that prefix could be."""
+    parts = str(labels.get("job-name", "")).split("-")
+    for end in range(len(parts) - 1, 0, -1):
+        _wake(kwargs, memo, namespace, "CronJob", "-".join(parts[:end]))
+
+
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MIGRATION_UID: kopf.ABSENT})
 async def cronjob_job_event(
     namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any

@@ -269,7 +269,9 @@ def evaluate_cronjob(
     expected_image: str | None,
 ) -> RolloutVerdict:
     """The CronJob gate (see the module docstring). `jobs` are the namespace's Jobs (those the
-    CronJob owns are used), `pods` the pods of those Jobs (by `job-name` label or owner)."""
+    CronJob owns are used); `pods` are Job pods, of which those of an owned Job count, and those
+    whose `job-name` starts with `<cronjob>-` (the CronJob's naming), so a pod still
+    terminating after its Job was deleted is not missed."""
     meta = _meta(cronjob)
     what = f"CronJob {meta.get('name', '')}"
     template = _spec_at(cronjob, "spec", "jobTemplate", "spec", "template", "spec")
@@ -279,10 +281,12 @@ def evaluate_cronjob(
     owned = [j for j in jobs if _owned_by(j, uid)]
     job_names = {str(_meta(j).get("name")) for j in owned}
     job_uids = {str(_meta(j).get("uid")) for j in owned}
+    prefix = f"{meta.get('name', '')}-"
     mine = [
         p
         for p in pods
         if _labels(p).get("job-name") in job_names
+        or str(_labels(p).get("job-name", "")).startswith(prefix)
         or any(ref.get("uid") in job_uids for ref in _meta(p).get("ownerReferences", []) or [])
     ]
     live = [p for p in mine if not finished(p)]

@@ -4,7 +4,7 @@ the same thing from the same reads.
 
 Reads only (get and list): the workload object; what it owns that its gate looks at (ReplicaSets
 of a Deployment or Rollout, ControllerRevisions of a DaemonSet, Jobs of a CronJob); and its pods
-(by its selector, terminating ones included; a CronJob's by the names of its Jobs).
+(by its selector, terminating ones included; for a CronJob, the namespace's Job pods).
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ def read_workload(
             for j in api.list_jobs(namespace, "")
             if any(r.get("uid") == uid for r in j["metadata"].get("ownerReferences") or [])
         ]
-        names = ",".join(sorted(str(j["metadata"]["name"]) for j in jobs))
-        pods = api.list_pods(namespace, f"job-name in ({names})") if names else []
-        return Workload(obj, jobs, pods, kind="CronJob")
+        # Every Job pod: the gate keeps those of the CronJob's Jobs, including a pod still
+        # terminating after its Job was deleted.
+        return Workload(obj, jobs, api.list_pods(namespace, "job-name"), kind="CronJob")
     pod_selector = label_selector(obj.get("spec", {}).get("selector", {}))
     owned: list[JSON] = []
     if kind in ("Deployment", "Rollout"):
