@@ -104,6 +104,15 @@ def succeeded(kube: Kube, ns: str, shop: Shop) -> dict[str, Any]:
     return s
 
 
+def ready_for_rollout(kube: Kube, ns: str) -> None:
+    """Expand and backfill are done: the new code may roll out (as a real rollout would wait)."""
+    eventually(
+        lambda: status(kube, ns).get("phases", {}).get("backfill", {}).get("state") == "Succeeded",
+        timeout=180,
+        what="expand and backfill to succeed",
+    )
+
+
 def set_image(kube: Kube, ns: str, kind: str, name: str, image: str) -> None:
     kube.api.set_container_image(ns, name, "api", image, kind=kind)
 
@@ -116,6 +125,7 @@ def test_contract_waits_for_every_deployment_and_names_the_one_left_behind(
     web = {"kind": "Deployment", "name": "shop-api", "container": "api", "image": NEW}
     worker = {"kind": "Deployment", "name": "worker", "container": "api", "image": NEW}
     kube.apply(migration(namespace, [web, worker]))
+    ready_for_rollout(kube, namespace)
     set_image(kube, namespace, "Deployment", "shop-api", NEW)
     eventually(
         lambda: verdict(kube, namespace, "Deployment", "shop-api").get("verified"),
@@ -156,6 +166,7 @@ def test_a_partitioned_statefulset_holds_contract_until_every_pod_is_updated(
     )
     entry = {"kind": "StatefulSet", "name": "db", "container": "api", "image": NEW}
     kube.apply(migration(namespace, [entry]))
+    ready_for_rollout(kube, namespace)
     set_image(kube, namespace, "StatefulSet", "db", NEW)
     eventually(
         lambda: (

@@ -129,11 +129,18 @@ STS_CASES = [
         "partition 1",
     ),
     (
-        "partition whose pods all updated is still not complete",
+        "partition set, no rollout pending: every pod on the one revision",
         sts(partition=1),
         sts_pods(*ALL_NEW),
+        "Complete",
+        "revision db-7c9",
+    ),
+    (
+        "partition set, no rollout pending, but a pod of another revision",
+        sts(partition=1),
+        sts_pods("db-5f4", "db-7c9", "db-7c9"),
         "InProgress",
-        "partition 1",
+        "not on revision db-7c9",
     ),
     (
         "replicas not updated",

@@ -531,8 +531,10 @@ def _verdicts(run: _Run, spec: MigrationSpec, with_image: bool) -> Proof:
         spec.workloads, run.observed.workload_list(), targets, strict=False
     ):
         assert seen is not None  # gates.workload_exists ran first
-        if not with_image and entry.kind == "Pods":
-            pairs.append((entry, RolloutVerdict("Complete", "a pod selector has no rollout")))
+        if not with_image and entry.kind in ("Pods", "CronJob"):
+            # Nothing rolls out: a selector's pods, a CronJob's runs (stability before a
+            # database phase is about rollouts in progress; the proof still checks every pod).
+            pairs.append((entry, RolloutVerdict("Complete", f"{entry.label} has no rollout")))
             continue
         verdicts = [
             evaluate_workload(

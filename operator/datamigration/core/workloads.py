@@ -10,10 +10,12 @@ Every gate returns the same `RolloutVerdict` as `evaluate_rollout` (state, a mes
 is not yet proven, the counts), so `decide`, status and the CLI treat every kind alike.
 `evaluate_workload` picks the gate by kind. Pure: the caller lists the objects.
 
-- StatefulSet: the controller observed the generation; a `partition` above 0 is a rollout that is
-  deliberately not complete; every replica updated and ready; `currentRevision ==
-  updateRevision` (RollingUpdate; with OnDelete the controller never moves currentRevision until
-  every pod was deleted, so the pod check below is what proves it); every pod carries
+- StatefulSet: the controller observed the generation; a `partition` above 0 while
+  `currentRevision != updateRevision` is a rollout deliberately stopped short (pods below the
+  partition keep the old revision), so not complete; every replica updated and ready;
+  `currentRevision == updateRevision` (RollingUpdate; with OnDelete the controller never moves
+  currentRevision until every pod was deleted, so the pod check below is what proves it); every
+  pod carries
   `controller-revision-hash == updateRevision`; the template and every pod run the image.
 - DaemonSet: observed generation; `updatedNumberScheduled == desiredNumberScheduled`;
   `numberUnavailable == 0`; every pod on the newest ControllerRevision the DaemonSet owns
@@ -176,7 +178,7 @@ def evaluate_statefulset(
 
     if _generation_unobserved(sts):
         return v("InProgress", f"waiting for {what} spec update to be observed")
-    if not on_delete and partition > 0:
+    if not on_delete and partition > 0 and current != update:
         return v(
             "InProgress",
             f"{what} has updateStrategy.rollingUpdate.partition {partition}: pods with an "
