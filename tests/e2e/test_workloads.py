@@ -298,8 +298,8 @@ def test_an_unowned_pod_on_the_old_image_blocks_contract_until_deleted(
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": "legacy-debug"},
-            **template("legacy", OLD),
+            "metadata": {"name": "legacy-debug", "labels": {"app": "legacy"}},
+            "spec": template("legacy", OLD)["spec"],
         },
     )
     web = {
@@ -316,8 +316,13 @@ def test_an_unowned_pod_on_the_old_image_blocks_contract_until_deleted(
         "image": NEW,
     }
     kube.apply(migration(namespace, [web, pods]))
-    s = blocked_on(kube, namespace, "Pods", "app=legacy", "legacy-debug")
-    assert "Pods app=legacy" in s["message"]
+    blocked_on(kube, namespace, "Pods", "app=legacy", "legacy-debug")
+    eventually(  # web rolled out by the operator (Apply): only the legacy pod is left
+        lambda: "Pods app=legacy" in status(kube, namespace).get("message", ""),
+        timeout=120,
+        what="the status to name the pod selector",
+    )
+    assert contract_jobs(kube, namespace) == []
     kube.client.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/legacy-debug")
     succeeded(kube, namespace, shop)
 
