@@ -16,6 +16,7 @@ from datamigration.runner.errors import (
     InvalidInput,
     LedgerConflict,
     LockTimeout,
+    OldSessionsConnected,
     Paused,
     RolloutRegressed,
     StepFailed,
@@ -38,6 +39,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "DATABASE_UNREACHABLE": 6,
         "STEP_FAILED": 7,
         "ROLLOUT_REGRESSED": 8,
+        "OLD_SESSIONS": 9,
         "PAUSED": 75,
     }
 
@@ -52,6 +54,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
         (DatabaseUnreachable("x"), 6),
         (StepFailed("x"), 7),
         (RolloutRegressed("x"), 8),
+        (OldSessionsConnected("x"), 9),
         (Paused("x"), 75),
         (LedgerConflict("x"), 1),
         (RuntimeError("x"), 1),
