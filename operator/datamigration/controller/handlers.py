@@ -6,6 +6,11 @@ change to one also wakes the others on the same workload: one workload, one owne
 (by owner), their Jobs' pods (a pod that cannot start is seen within seconds), Deployments they
 target, and those Deployments' pods (so that the last old pod leaving, terminating ones
 included, is seen at once rather than at the next resync).
+The other kinds of `spec.workloads` wake their migrations through the `by_kind` index: the
+StatefulSets, DaemonSets and CronJobs themselves, the pods of StatefulSets and DaemonSets (by
+`controller-revision-hash`), and Job pods and Jobs of CronJobs. Argo Rollouts and `Pods`
+selectors have no watch (the Rollout CRD may be absent; a selector's pods are any pods): `decide`
+looks at them again every 10 seconds while unproven.
 Handlers are `async` because kopf runs sync ones in worker threads, away from the event loop
 that owns the work queue.
 """
