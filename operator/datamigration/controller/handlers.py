@@ -123,6 +123,7 @@ async def deployment_event(
 ) -> None:
     for migration, _active in _by_workload(kwargs).get((namespace, name), []):
         _reconciler(memo).enqueue(namespace, migration)
+    _wake(kwargs, memo, namespace, "Deployment", name)  # named in spec.workloads
 
 
 @kopf.on.event("", "v1", "pods", labels={"pod-template-hash": kopf.PRESENT})
@@ -133,6 +134,7 @@ async def pod_event(namespace: str | None, body: kopf.Body, memo: kopf.Memo, **k
     for migration, active in _by_workload(kwargs).get((namespace, deployment), []):
         if active:
             _reconciler(memo).enqueue(namespace, migration)
+    _wake(kwargs, memo, namespace, "Deployment", deployment)  # named in spec.workloads
 
 
 # -- the other workload kinds of spec.workloads ---------------------------------------------------
