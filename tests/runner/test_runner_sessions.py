@@ -95,7 +95,7 @@ def test_sessions_of_the_role_older_than_the_proof_block(
             },
         )
         outcome = run(pg_url, plan)
-        assert outcome.code == 9, outcome.out
+        assert outcome.code == ExitCode.OLD_SESSIONS, outcome.out
         assert f"pid {anonymous.info.backend_pid} application_name '(empty)'" in outcome.out
     finally:
         anonymous.close()
