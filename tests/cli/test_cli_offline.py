@@ -277,3 +277,21 @@ def test_global_flags_go_before_or_after_the_verb(argv: list[str]) -> None:
         "dev",
         None,
     )
+
+
+def test_plan_of_several_workloads_names_each_and_digests_every_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = d.manifest()
+    single = doc["spec"].pop("workload")
+    worker = {**single, "name": "worker", "image": "shop-api:2.0"}
+    doc["spec"]["workloads"] = [{**single, "image": "shop-api:2.0"}, worker]
+    assert main(["plan", write(tmp_path, doc)]) == 0
+    out = capsys.readouterr().out
+    assert "2 workloads, in list order" in out, out
+    assert "Deployment worker" in out
+    first = next(line for line in out.splitlines() if "digest: sha256:" in line)
+    worker["image"] = "shop-api:2.1"
+    assert main(["plan", write(tmp_path, doc, name="other.yaml")]) == 0
+    other = next(ln for ln in capsys.readouterr().out.splitlines() if "digest: sha256:" in ln)
+    assert first != other  # the worker's image is part of what an approval names

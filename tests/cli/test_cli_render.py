@@ -272,3 +272,31 @@ def test_list_table_across_namespaces_sorts_by_namespace() -> None:
     ]
     assert lines[1].split()[:3] == ["alpha", "rename-email", "AwaitingApproval"]
     assert lines[2].split()[:3] == ["zeta", "rename-email", "Succeeded"]
+
+
+def test_status_lists_every_workload_and_names_the_unproven_one() -> None:
+    obj = d.served(d.BACKFILLING)
+    spec = obj["spec"]
+    del spec["workload"]
+    spec["workloads"] = [
+        {"kind": "Deployment", "name": "web", "container": "app", "image": "app:2.0"},
+        {"kind": "Deployment", "name": "worker", "container": "app", "image": "app:2.0"},
+    ]
+    obj["status"]["rollout"] = {
+        "verified": False,
+        "message": "Deployment worker: Deployment worker template runs app:1.0, not app:2.0",
+        "workloads": [
+            {"kind": "Deployment", "name": "web", "verified": True, "replicas": 2,
+             "updatedReplicas": 2, "oldPods": 0, "message": "all 2 pods run ReplicaSet 5d9"},
+            {"kind": "Deployment", "name": "worker", "verified": False, "replicas": 1,
+             "updatedReplicas": 1, "oldPods": 0,
+             "message": "Deployment worker template runs app:1.0, not app:2.0"},
+        ],
+    }  # fmt: skip
+    text = render.render_status(obj, [], d.NOW)
+    assert "2 workloads, in order: Deployment/web app:2.0 (Apply); Deployment/worker" in text
+    worker = next(
+        line for line in text.splitlines() if "Deployment/worker" in line and "NOT" in line
+    )
+    assert "runs app:1.0, not app:2.0" in worker
+    assert any("Deployment/web" in ln and " verified" in ln for ln in text.splitlines())

@@ -60,7 +60,9 @@ def test_packaged_crd_is_byte_identical_with_crds_dir() -> None:
 
 
 def test_every_cel_rule_of_the_crd_is_evaluated_offline() -> None:
-    report = schema.validate_manifest(full_manifest())
+    doc = full_manifest()
+    del doc["spec"]["workload"]  # full_manifest() has both forms; a valid one has one of them
+    report = schema.validate_manifest(doc)
     assert report.problems == []
     assert report.unchecked == []
     rules = schema.cel_rules()
@@ -248,6 +250,26 @@ def full_manifest() -> dict[str, Any]:
     spec["rollback"] = {"steps": copy.deepcopy(steps)}
     spec["database"]["dialect"] = "postgresql"
     spec["operations"] = full_operations()
+    spec["codeRollout"]["together"] = False
+    spec["contract"]["databaseSessions"] = {
+        "applicationNamePattern": "shop-api:1\\.",
+        "role": "shop",
+        "olderThanRolloutProof": True,
+    }
+    spec["workloads"] = [
+        {"kind": "StatefulSet", "name": "db", "container": "api", "image": "a:2", "mode": "Apply"},
+        {"kind": "Deployment", "name": "web", "containers": ["api"], "image": "a:2"},
+        {
+            "kind": "Pods",
+            "selector": {
+                "matchLabels": {"app": "legacy"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["old"]}],
+            },
+            "container": "api",
+            "image": "a:2",
+            "mode": "Observe",
+        },
+    ]
     return doc
 
 
@@ -708,3 +730,15 @@ def test_timestamps_are_strings_as_for_kubectl(tmp_path: Path) -> None:
 def test_structural_schema_conventions(structural: dict[str, Any], value: Any, valid: bool) -> None:
     validator = schema._validator_class()(schema._to_json_schema(structural))
     assert validator.is_valid(value) is valid
+
+
+def test_workload_and_workloads_are_exclusive_and_pods_never_apply() -> None:
+    doc = full_manifest()
+    problems = [p.message for p in schema.validate_manifest(doc).problems]
+    assert any("set exactly one of spec.workload" in m for m in problems), problems
+    del doc["spec"]["workload"]
+    doc["spec"]["workloads"][2]["mode"] = "Apply"
+    doc["spec"]["workloads"][0]["selector"] = {"matchLabels": {"a": "b"}}
+    problems = [p.message for p in schema.validate_manifest(doc).problems]
+    assert any("mode must be Observe" in m for m in problems), problems
+    assert any("kind Pods takes selector" in m for m in problems), problems

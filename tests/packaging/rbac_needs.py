@@ -26,7 +26,20 @@ OPERATOR_CALLS: dict[str, set[Grant]] = {
     "list_pods": need("", "pods", "list"),
     "get_deployment": need("apps", "deployments", "get"),
     "list_replicasets": need("apps", "replicasets", "list"),
-    "set_container_image": need("apps", "deployments", "patch"),
+    "set_container_image": (
+        need("apps", "deployments", "patch")
+        | need("apps", "statefulsets", "patch")
+        | need("apps", "daemonsets", "patch")
+        | need("batch", "cronjobs", "patch")
+        | need("argoproj.io", "rollouts", "patch", "get")  # get: the container's index
+    ),
+    "get_workload": (
+        need("apps", "statefulsets", "get")
+        | need("apps", "daemonsets", "get")
+        | need("batch", "cronjobs", "get")
+        | need("argoproj.io", "rollouts", "get")
+    ),
+    "list_controller_revisions": need("apps", "controllerrevisions", "list"),
     "secret_has_key": need("", "secrets", "get"),
     "list_migrations": need("datamigration.dev", "datamigrations", "list"),
     "post_event": need("", "events", "create"),
@@ -60,6 +73,8 @@ CLI_ONLY = {"patch_migration", "list_events", "watch_migration", "watch_events"}
 #: ClusterApi methods that make no API call.
 NO_CALL = {"from_kubeconfig"}
 RUNNER_PY = OPERATOR / "runner"
+#: The workload reads both the operator (observe) and the runner (its gate) make through it.
+SHARED_READS_PY = OPERATOR / "k8s" / "workloads.py"
 #: The runner's progress call (runner/progress.py): a merge patch of the status subresource.
 #: The response carries the object, spec.paused included, so no get is needed.
 RUNNER_PROGRESS = need("datamigration.dev", "datamigrations/status", "patch")
@@ -68,6 +83,9 @@ RUNNER_CALLS: dict[str, set[Grant]] = {
     "get_deployment": OPERATOR_CALLS["get_deployment"],
     "list_replicasets": OPERATOR_CALLS["list_replicasets"],
     "list_pods": OPERATOR_CALLS["list_pods"],
+    "get_workload": OPERATOR_CALLS["get_workload"],
+    "list_controller_revisions": OPERATOR_CALLS["list_controller_revisions"],
+    "list_jobs": OPERATOR_CALLS["list_jobs"],  # a CronJob's Jobs
 }
 RUNNER_NEEDS = RUNNER_PROGRESS.union(*RUNNER_CALLS.values())
 #: kopf itself, cluster-scoped: runtime observation of CRDs (kopf/_core/reactor/observation.py).

@@ -37,6 +37,7 @@ from rbac_needs import (
     RUNNER_NEEDS,
     RUNNER_PY,
     RUNNER_ROLE,
+    SHARED_READS_PY,
     kopf_watches,
     lease_calls,
     lease_needs,
@@ -73,14 +74,15 @@ def test_every_clusterapi_method_is_accounted_for() -> None:
 
 
 def test_operator_uses_exactly_the_operator_calls() -> None:
-    controller = "\n".join(p.read_text() for p in (OPERATOR / "controller").glob("*.py"))
+    sources = [*(OPERATOR / "controller").glob("*.py"), SHARED_READS_PY]
+    controller = "\n".join(p.read_text() for p in sources)
     used = {m for m in _public_methods() if re.search(rf"\.{m}\(", controller)}
     assert used == set(OPERATOR_CALLS), "the operator's calls changed: update OPERATOR_CALLS"
 
 
 def test_runner_uses_exactly_the_runner_calls() -> None:
     """The runner reads the workload through ClusterApi (the rollout gate) and nothing else."""
-    runner = "\n".join(p.read_text() for p in RUNNER_PY.glob("*.py"))
+    runner = "\n".join(p.read_text() for p in [*RUNNER_PY.glob("*.py"), SHARED_READS_PY])
     used = {m for m in _public_methods() if re.search(rf"\.{m}\(", runner)}
     assert used == set(RUNNER_CALLS), "the runner's API calls changed: update RUNNER_CALLS"
     assert all(g.verb in {"get", "list"} for g in set().union(*RUNNER_CALLS.values()))
@@ -92,6 +94,9 @@ def test_kopf_watches_are_read_from_handlers() -> None:
         | need("batch", "jobs", "list", "watch")
         | need("apps", "deployments", "list", "watch")
         | need("", "pods", "list", "watch")
+        | need("apps", "statefulsets", "list", "watch")
+        | need("apps", "daemonsets", "list", "watch")
+        | need("batch", "cronjobs", "list", "watch")
     )
 
 

@@ -17,6 +17,7 @@ from datamigration.runner.errors import (
     LedgerConflict,
     LockRetriesExhausted,
     LockTimeout,
+    OldSessionsConnected,
     Paused,
     RolloutRegressed,
     StepFailed,
@@ -40,6 +41,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
         "STEP_FAILED": 7,
         "ROLLOUT_REGRESSED": 8,
         "LOCK_RETRIES_EXHAUSTED": 9,
+        "OLD_SESSIONS": 10,
         "PAUSED": 75,
     }
 
@@ -55,6 +57,7 @@ def test_exit_codes_are_the_documented_contract() -> None:
         (StepFailed("x"), 7),
         (RolloutRegressed("x"), 8),
         (LockRetriesExhausted("x"), 9),
+        (OldSessionsConnected("x"), 10),
         (Paused("x"), 75),
         (LedgerConflict("x"), 1),
         (RuntimeError("x"), 1),

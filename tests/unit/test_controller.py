@@ -116,8 +116,16 @@ class FakeApi:
     def list_replicasets(self, namespace: str, selector: str) -> list[JSON]:
         return self.cluster.rs
 
-    def set_container_image(self, namespace: str, name: str, container: str, image: str) -> None:
+    def set_container_image(
+        self, namespace: str, name: str, container: str, image: str, kind: str = "Deployment"
+    ) -> None:
         self.cluster.rolled_out(image)
+
+    def get_workload(self, namespace: str, kind: str, name: str) -> JSON | None:
+        return None  # only the Deployment of `cluster` exists
+
+    def list_controller_revisions(self, namespace: str, selector: str) -> list[JSON]:
+        return []
 
     def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
         return key in self.secret_keys

@@ -196,7 +196,7 @@ def test_paused_backfill_resumes_as_a_new_attempt_only_when_unpaused() -> None:
 # -- code rollout and the contract gate ---------------------------------------------------------
 def test_apply_mode_sets_the_image_and_waits() -> None:
     d = run(status=through_backfill(), obs=observed(Cluster(), *DONE_DB))
-    assert SetWorkloadImage("api", "shop-api:2.0") in d.actions
+    assert SetWorkloadImage("api", "shop-api:2.0", name="shop-api") in d.actions
     assert d.status["phase"] == "RollingOut" and creates(d) == []
     assert d.requeue_after is not None and d.requeue_after <= 600
 

@@ -215,7 +215,7 @@ def test_exit_codes_no_retry_can_change_fail_the_job_at_once() -> None:
                     "onExitCodes": {
                         "containerName": "runner",
                         "operator": "In",
-                        "values": [4, 5, 8, 75],
+                        "values": [4, 5, 8, 10, 75],
                     },
                 },
                 {

@@ -198,6 +198,7 @@ def test_a_metadata_only_deployment_change_wakes_no_migration() -> None:
             body=kopf.Body(body),
             memo=memo,
             by_workload=index,
+            by_kind={},  # kopf passes every index to every handler
         )
         woken = bool(rec._running)
         await asyncio.gather(*rec._running.values())

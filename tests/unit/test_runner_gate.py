@@ -61,7 +61,7 @@ def test_plan_built_by_the_operator_parses_into_the_gate() -> None:
 @pytest.mark.parametrize(
     ("gate", "field"),
     [
-        ({"workload": {"kind": "StatefulSet", "namespace": "shop", "name": "a"}}, "kind"),
+        ({"workload": {"kind": "ReplicaSet", "namespace": "shop", "name": "a"}}, "kind"),
         ({"workload": {"kind": "Deployment", "namespace": "Shop!", "name": "a"}}, "namespace"),
         (
             {

@@ -125,6 +125,30 @@ tests/packaging/test_chart_rbac.py checks these rules against both files, in bot
 - apiGroups: [apps]
   resources: [replicasets]
   verbs: [list]
+# The other workload kinds of spec.workloads. get: observe() reads each one named
+# (ClusterApi.get_workload); list, watch: kopf's statefulset_event, daemonset_event and
+# cronjob_event wake the migrations naming one; patch: codeRollout mode Apply sets the new image
+# in the pod template (ClusterApi.set_container_image).
+- apiGroups: [apps]
+  resources: [statefulsets, daemonsets]
+  verbs: [get, list, watch, patch]
+# CronJobs, the same: get (ClusterApi.get_workload), list/watch (kopf's cronjob_event), patch
+# (Apply sets the image in spec.jobTemplate, ClusterApi.set_container_image).
+- apiGroups: [batch]
+  resources: [cronjobs]
+  verbs: [get, list, watch, patch]
+# ControllerRevisions. list: observe() finds a DaemonSet's newest revision, the hash every pod
+# must carry (ClusterApi.list_controller_revisions).
+- apiGroups: [apps]
+  resources: [controllerrevisions]
+  verbs: [list]
+# Argo Rollouts. get: observe() reads a Rollout named in spec.workloads (ClusterApi.get_workload),
+# and Apply mode reads the container's index before its JSON patch; patch: Apply sets the image in
+# spec.template only, never status (ClusterApi.set_container_image). No watch: the CRD may be
+# absent, so an unproven Rollout is looked at again on a timer.
+- apiGroups: [argoproj.io]
+  resources: [rollouts]
+  verbs: [get, patch]
 # Secrets. get: observe() checks that spec.database's Secret exists (ClusterApi.secret_exists),
 # asking for metadata only (PartialObjectMetadata) so values never reach the operator. No
 # list/watch: it never reads Secrets in bulk (the kubelet hands the URL to phase Jobs' env).

@@ -268,6 +268,14 @@ def step_summary(step: Step, width: int = SUMMARY_WIDTH) -> str:
 
 def _rollout(spec: MigrationSpec) -> str:
     wl, cr = spec.workload, spec.code_rollout
+    if len(spec.workloads) > 1:
+        order = "all at once" if cr.together else "in list order, each once the previous is proven"
+        each = "; ".join(f"{w.label} ({w.mode}) to {w.image}" for w in spec.workloads)
+        return (
+            f"{len(spec.workloads)} workloads, {order}: {each}; then prove every pod of every "
+            f"one (terminating ones included) runs it; fails after "
+            f"{human_duration(cr.timeout_seconds)}"
+        )
     target = f"container {wl.container} of {wl.kind} {wl.name}"
     timeout = human_duration(cr.timeout_seconds)
     if cr.mode == "Apply":
@@ -294,9 +302,12 @@ def _contract(doc: _Doc, spec: MigrationSpec) -> list[str]:
     lines = [
         f"  {number}. contract (Job {doc.job('contract')})",
         f"       gate: code-rollout proven and still true: {wl.kind} {wl.name}, container "
-        f"{wl.container}, image {image} (mode {cr.mode}, timeout {timeout})",
+        f"{wl.container}, image {image} (mode {cr.mode}, timeout {timeout})"
+        if len(spec.workloads) == 1
+        else "       gate: code-rollout proven and still true for every workload: "
+        + ", ".join(f"{w.label} {w.image}" for w in spec.workloads),
     ]
-    digest = contract_digest(spec, wl.image)
+    digest = contract_digest(spec, [w.image for w in spec.workloads])
     if digest is None:
         lines.append(
             "       digest: known once the rollout is observed (mode Observe without "

@@ -180,6 +180,18 @@ def _field(label: str, value: str) -> str:
 def _workload_line(spec: JSON) -> str:
     workload = _get(spec, "workload") or {}
     mode = _get(spec, "codeRollout", "mode") or "Apply"
+    many = _get(spec, "workloads")
+    if isinstance(many, list) and many:
+        named = []
+        for entry in many:
+            if not isinstance(entry, Mapping):
+                continue
+            labels = _get(entry, "selector", "matchLabels") or {}
+            where = entry.get("name") or ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            own = entry.get("mode") or ("Observe" if entry.get("kind") == "Pods" else mode)
+            named.append(f"{entry.get('kind')}/{where} {entry.get('image')} ({own})")
+        together = ", together" if _get(spec, "codeRollout", "together") else ", in order"
+        return f"{len(named)} workloads{together}: " + "; ".join(named)
     parts = [
         f"{workload.get('kind') or 'Deployment'}/{_text(workload.get('name'))}",
         f"container {_text(workload.get('container'))}",
@@ -310,6 +322,21 @@ def render_rollout(rollout: JSON) -> list[str]:
     )
     if rollout.get("message"):
         lines.append(f"  {rollout['message']}")
+    workloads = rollout.get("workloads")
+    if isinstance(workloads, list) and len(workloads) > 1:
+        rows = [
+            [
+                f"{w.get('kind')}/{w.get('name')}",
+                "verified" if w.get("verified") else "NOT verified",
+                f"{count(w.get('updatedReplicas'))}/{count(w.get('replicas'))} updated, "
+                f"{count(w.get('oldPods'))} old pods",
+                _text(w.get("message")),
+            ]
+            for w in workloads
+            if isinstance(w, Mapping)
+        ]
+        lines.append("  Workloads:")
+        lines.append(table(["WORKLOAD", "PROOF", "PODS", "WHY"], rows, indent="    "))
     return lines
 
 

@@ -102,14 +102,21 @@ def act(
                 action.attempt,
                 settings.jobs,
                 expected_image=action.expected_image,
+                rollout_proven_at=action.rollout_proven_at,
             )
             _check(fence, "create a Job")
             api.create_job(job)
             log.info("%s/%s: created Job %s", namespace, name, job["metadata"]["name"])
         elif isinstance(action, SetWorkloadImage) and spec is not None:
             _check(fence, "set an image")
-            api.set_container_image(namespace, spec.workload.name, action.container, action.image)
-            log.info("%s/%s: set %s image to %s", namespace, name, action.container, action.image)
+            target = action.name or spec.workload.name
+            api.set_container_image(
+                namespace, target, action.container, action.image, kind=action.kind
+            )
+            log.info(
+                "%s/%s: set %s %s container %s image to %s",
+                *(namespace, name, action.kind, target, action.container, action.image),
+            )
         elif isinstance(action, DeleteJob):
             _check(fence, "delete a Job")
             api.delete_job(namespace, action.name)

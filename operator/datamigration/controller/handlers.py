@@ -6,6 +6,11 @@ change to one also wakes the others on the same workload: one workload, one owne
 (by owner), their Jobs' pods (a pod that cannot start is seen within seconds), Deployments they
 target, and those Deployments' pods (so that the last old pod leaving, terminating ones
 included, is seen at once rather than at the next resync).
+The other kinds of `spec.workloads` wake their migrations through the `by_kind` index: the
+StatefulSets, DaemonSets and CronJobs themselves, the pods of StatefulSets and DaemonSets (by
+`controller-revision-hash`), and Job pods and Jobs of CronJobs. Argo Rollouts and `Pods`
+selectors have no watch (the Rollout CRD may be absent; a selector's pods are any pods): `decide`
+looks at them again every 10 seconds while unproven.
 Handlers are `async` because kopf runs sync ones in worker threads, away from the event loop
 that owns the work queue.
 """
@@ -167,6 +172,7 @@ async def deployment_event(
         _deployment_seen[key] = fingerprint
     for migration, _active in _by_workload(kwargs).get(key, []):
         _reconciler(memo).enqueue(namespace, migration)
+    _wake(kwargs, memo, namespace, "Deployment", name)  # named in spec.workloads
 
 
 @kopf.on.event("", "v1", "pods", labels={"pod-template-hash": kopf.PRESENT})
@@ -177,3 +183,82 @@ async def pod_event(namespace: str | None, body: kopf.Body, memo: kopf.Memo, **k
     for migration, active in _by_workload(kwargs).get((namespace, deployment), []):
         if active:
             _reconciler(memo).enqueue(namespace, migration)
+    _wake(kwargs, memo, namespace, "Deployment", deployment)  # named in spec.workloads
+
+
+# -- the other workload kinds of spec.workloads ---------------------------------------------------
+#: The kinds woken by a watch; the others (Rollout, Pods) are looked at again by a timed requeue
+#: (core.decide.UNWATCHED_RECHECK_SECONDS): a Rollout watch would need the Argo CRD installed, and
+#: a selector's pods are any pods.
+WATCHED_KINDS = {"statefulsets": "StatefulSet", "daemonsets": "DaemonSet", "cronjobs": "CronJob"}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def by_kind(
+    namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> Any:
+    """Which migrations name which (kind, name) in spec.workloads, while they still care."""
+    entries = spec.get("workloads") or []
+    active = status.get("phase") not in DONE
+    return {
+        (namespace, str(e.get("kind")), str(e.get("name"))): (name, active)
+        for e in entries
+        if isinstance(e, dict) and e.get("name")
+    }
+
+
+def _wake(
+    kwargs: dict[str, Any], memo: kopf.Memo, namespace: str | None, kind: str, name: str
+) -> None:
+    index: kopf.Index[tuple[str | None, str, str], Any] = kwargs["by_kind"]
+    for migration, active in index.get((namespace, kind, name), []):
+        if active:
+            _reconciler(memo).enqueue(namespace, migration)
+
+
+@kopf.on.event("apps", "v1", "statefulsets")
+async def statefulset_event(
+    namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    _wake(kwargs, memo, namespace, "StatefulSet", name)
+
+
+@kopf.on.event("apps", "v1", "daemonsets")
+async def daemonset_event(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    _wake(kwargs, memo, namespace, "DaemonSet", name)
+
+
+@kopf.on.event("batch", "v1", "cronjobs")
+async def cronjob_event(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    _wake(kwargs, memo, namespace, "CronJob", name)
+
+
+@kopf.on.event("", "v1", "pods", labels={"controller-revision-hash": kopf.PRESENT})
+async def revision_pod_event(
+    namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A StatefulSet's or DaemonSet's pod changed (the last old one leaving included)."""
+    for ref in meta.get("ownerReferences", []) or []:
+        if ref.get("kind") in ("StatefulSet", "DaemonSet"):
+            _wake(kwargs, memo, namespace, str(ref["kind"]), str(ref.get("name", "")))
+
+
+@kopf.on.event("", "v1", "pods", labels={"job-name": kopf.PRESENT})
+async def cronjob_pod_event(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A Job's pod changed (an old CronJob run's last pod leaving included). A CronJob names its
+    Jobs `<cronjob>-<suffix>`: wake the migrations naming any CronJob that prefix could be."""
+    parts = str(labels.get("job-name", "")).split("-")
+    for end in range(len(parts) - 1, 0, -1):
+        _wake(kwargs, memo, namespace, "CronJob", "-".join(parts[:end]))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MIGRATION_UID: kopf.ABSENT})
+async def cronjob_job_event(
+    namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A CronJob's Job changed (an old one finished): wake the migrations naming the CronJob."""
+    for ref in meta.get("ownerReferences", []) or []:
+        if ref.get("kind") == "CronJob":
+            _wake(kwargs, memo, namespace, "CronJob", str(ref.get("name", "")))

@@ -16,29 +16,54 @@ from typing import Any
 
 from datamigration.core.decide import ACCEPT_CHANGE_ANNOTATION
 from datamigration.core.jobs import LABEL_MIGRATION_UID, observe_job, true_condition
-from datamigration.core.observed import Invalid, Observed, Peer, Workload
+from datamigration.core.observed import Invalid, Observed, Peer, Target
 from datamigration.core.redact import scrub
 from datamigration.core.spec import MigrationSpec
-from datamigration.k8s.cluster import label_selector
 from datamigration.k8s.protocol import OperatorApi
+from datamigration.k8s.workloads import read_workload
 
 RETRY_ANNOTATION = "datamigration.dev/retry"
+
+
+def _targets(spec: Mapping[str, Any]) -> tuple[Target, ...]:
+    """What another migration sets or waits for, read leniently from its raw spec (it may be
+    invalid; then it names nothing)."""
+    single, many = spec.get("workload"), spec.get("workloads")
+    entries = [single] if isinstance(single, Mapping) else many if isinstance(many, list) else []
+    found = []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or entry.get("kind") == "Pods":
+            continue
+        containers = entry.get("containers")
+        names = containers if isinstance(containers, list) else [entry.get("container", "")]
+        image = entry.get("image")
+        for container in names:
+            found.append(
+                Target(
+                    str(entry.get("kind") or "Deployment"),
+                    str(entry.get("name", "")),
+                    str(container),
+                    str(image) if image else None,
+                )
+            )
+    return tuple(found)
 
 
 def _peer(obj: Mapping[str, Any]) -> Peer | None:
     meta = obj.get("metadata", {})
     spec = obj.get("spec") or {}
-    workload = spec.get("workload") if isinstance(spec, Mapping) else None
-    if not isinstance(workload, Mapping):
+    targets = _targets(spec) if isinstance(spec, Mapping) else ()
+    if not targets:
         return None
-    image = workload.get("image")
+    first = targets[0]
     return Peer(
         name=str(meta.get("name", "")),
         created=str(meta.get("creationTimestamp", "")),
-        workload=str(workload.get("name", "")),
-        container=str(workload.get("container", "")),
-        image=str(image) if image else None,
+        workload=first.name,
+        container=first.container,
+        image=first.image,
         phase=str((obj.get("status") or {}).get("phase") or "Pending"),
+        targets=targets,
     )
 
 
@@ -69,22 +94,18 @@ def observe(api: OperatorApi, body: dict[str, Any], spec: MigrationSpec | Invali
     if isinstance(spec, Invalid):
         return Observed(secret_exists=False, workload=None, **common)
 
-    workload = None
-    deployment = api.get_deployment(namespace, spec.workload.name)
-    if deployment is not None:
-        selector = label_selector(deployment.get("spec", {}).get("selector", {}))
-        workload = Workload(
-            deployment=deployment,
-            replicasets=api.list_replicasets(namespace, selector),
-            pods=api.list_pods(namespace, selector),
-        )
+    workloads = tuple(
+        read_workload(api, namespace, w.kind, w.name, w.selector) for w in spec.workloads
+    )
     has_key = api.secret_has_key(namespace, spec.database.name, spec.database.key)
-    same_workload = api.list_migrations(namespace, workload=spec.workload.name)
-    peers = tuple(p for p in map(_peer, same_workload) if p is not None)
+    # Every migration of the namespace: a peer may name our workloads in spec.workloads, which
+    # a field selector on spec.workload.name cannot find.
+    peers = tuple(p for p in map(_peer, api.list_migrations(namespace)) if p is not None)
     return Observed(
         secret_exists=has_key is not None,
         secret_has_key=bool(has_key),
-        workload=workload,
+        workload=workloads[0],
+        workloads=workloads,
         peers=peers,
         **common,
     )

@@ -33,6 +33,7 @@ spec changes, workload owner, Secret, workload; then the phases in order.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +50,7 @@ from datamigration.core.digest import (
     short,
 )
 from datamigration.core.jobs import (
+    EXIT_OLD_SESSIONS,
     EXIT_PAUSED,
     EXIT_ROLLOUT_REGRESSED,
     EXIT_VERIFY_FAILED,
@@ -56,10 +58,12 @@ from datamigration.core.jobs import (
 )
 from datamigration.core.observed import Invalid, Observed, Peer, Workload
 from datamigration.core.pods import start_problem, started
-from datamigration.core.rollout import RolloutVerdict, evaluate_rollout
+from datamigration.core.rollout import RolloutVerdict
 from datamigration.core.rules import TERMINAL, contract_started
 from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec
+from datamigration.core.spec import Workload as SpecWorkload
 from datamigration.core.status import ROLLBACK
+from datamigration.core.workloads import evaluate_workload, template_image
 
 PHASE_LABELS = {
     "expand": "Expanding",
@@ -71,6 +75,12 @@ PHASE_LABELS = {
 #: deletes its Job (each batch is its own transaction: nothing is lost).
 PAUSE_GRACE_SECONDS = 30.0
 ACCEPT_CHANGE_ANNOTATION = "datamigration.dev/accept-change"
+#: Kinds no watch wakes the operator for (an Argo Rollout: its CRD may be absent; a Pods
+#: selector: any pod): while one of them is not proven, look again this often.
+UNWATCHED_KINDS = ("Rollout", "Pods")
+UNWATCHED_RECHECK_SECONDS = 10.0
+#: After the contract Job found sessions of the old code, a new attempt waits this long.
+SESSIONS_RETRY_SECONDS = 15.0
 __all__ = ["TERMINAL", "Invalid", "Observed", "Peer", "Workload", "decide"]
 
 
@@ -84,6 +94,8 @@ class CreateJob:
     #: again before each destructive step (in Observe mode without `workload.image`, the image
     #: of the revision observed; it is part of the approved digest).
     expected_image: str | None = None
+    #: Contract only: when the rollout was proven (databaseSessions.olderThanRolloutProof).
+    rollout_proven_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,9 @@ class DeleteJob:
 class SetWorkloadImage:
     container: str
     image: str
+    #: The workload whose pod template gets the image (empty name: spec.workload's).
+    kind: str = "Deployment"
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -433,6 +448,13 @@ def _track_jobs(run: _Run) -> None:
             run.event("Normal", R.PHASE_SUCCEEDED, f"phase {phase} succeeded (Job {job.name})")
         elif job.exit_code == EXIT_PAUSED:
             rec.update(state="Pending", message="paused at a checkpoint; resumes on unpause")
+        elif phase == "contract" and job.exit_code == EXIT_OLD_SESSIONS:
+            # Nothing destructive ran past the check; a new attempt follows once the sessions
+            # may have gone (the runner's message lists them: pid, application_name, client,
+            # backend start; never a query).
+            rec.update(state="Pending", message=job.message, reason=R.OLD_SESSIONS_CONNECTED)
+            rec["finishedAt"] = _iso(run.now)
+            run.event("Warning", R.OLD_SESSIONS_CONNECTED, f"contract: {job.message}")
         else:
             reason = _failure_reason(phase, job.exit_code)
             rec.update(state="Failed", message=job.message, reason=reason)
@@ -446,7 +468,7 @@ def _contract_digest(run: _Run, spec: MigrationSpec) -> None:
         run.status.pop("contract", None)
         return
     image = _target_image(run, spec)
-    digest = contract_digest(spec, image)
+    digest = contract_digest(spec, _target_images(run, spec))
     if digest is None:
         run.status["contract"] = {
             "message": "the digest is known once the rollout to the new code is observed "
@@ -626,19 +648,73 @@ def _ready_for_rollout(run: _Run) -> None:
     )
 
 
-def _verdict(run: _Run, spec: MigrationSpec, expected_image: str | None) -> RolloutVerdict:
-    workload = run.observed.workload
-    assert workload is not None
-    return evaluate_rollout(
-        workload.deployment,
-        workload.replicasets,
-        workload.pods,
-        container=spec.workload.container,
-        expected_image=expected_image,
+Proof = list[tuple[SpecWorkload, RolloutVerdict]]
+
+
+def _verdicts(run: _Run, spec: MigrationSpec, with_image: bool) -> Proof:
+    """Each workload's verdict, in spec order. `with_image`: the proof (every pod runs the
+    target image); otherwise stability only (no rollout in progress)."""
+    pairs: Proof = []
+    targets = _target_images(run, spec)
+    for entry, seen, target in zip(
+        spec.workloads, run.observed.workload_list(), targets, strict=False
+    ):
+        assert seen is not None  # gates.workload_exists ran first
+        if not with_image and entry.kind in ("Pods", "CronJob"):
+            # Nothing rolls out: a selector's pods, a CronJob's runs (stability before a
+            # database phase is about rollouts in progress; the proof still checks every pod).
+            pairs.append((entry, RolloutVerdict("Complete", f"{entry.label} has no rollout")))
+            continue
+        verdicts = [
+            evaluate_workload(
+                entry.kind,
+                seen.deployment,
+                seen.replicasets,
+                seen.pods,
+                container=container,
+                expected_image=target if with_image else None,
+                selector=entry.selector,
+            )
+            for container in entry.all_containers
+        ]
+        pairs.append((entry, next((v for v in verdicts if not v.complete), verdicts[0])))
+    return pairs
+
+
+def _combined(pairs: Proof) -> RolloutVerdict:
+    """One verdict for all workloads: the first failed or unproven one (named), else Complete;
+    the counts are summed. A single workload's verdict is returned as it is."""
+    if len(pairs) == 1:
+        return pairs[0][1]
+    totals = {
+        key: sum(getattr(v, key) for _, v in pairs)
+        for key in (
+            "replicas",
+            "updated_replicas",
+            "available_replicas",
+            "old_pods",
+            "terminating_pods",
+        )
+    }
+    first = pairs[0][1]
+    for state in ("Failed", "InProgress"):
+        for entry, verdict in pairs:
+            if verdict.state == state:
+                return dataclasses.replace(
+                    first, state=state, message=f"{entry.label}: {verdict.message}", **totals
+                )
+    names = ", ".join(entry.label for entry, _ in pairs)
+    return dataclasses.replace(
+        first, state="Complete", message=f"all {len(pairs)} workloads proven ({names})", **totals
     )
 
 
-def _record_rollout(run: _Run, verdict: RolloutVerdict) -> None:
+def _verdict(run: _Run, spec: MigrationSpec, with_image: bool) -> RolloutVerdict:
+    return _combined(_verdicts(run, spec, with_image))
+
+
+def _record_rollout(run: _Run, pairs: Proof) -> None:
+    verdict = _combined(pairs)
     run.status["rollout"] = {
         "revision": verdict.revision,
         "podTemplateHash": verdict.pod_template_hash,
@@ -650,16 +726,42 @@ def _record_rollout(run: _Run, verdict: RolloutVerdict) -> None:
         "terminatingPods": verdict.terminating_pods,
         "verified": verdict.complete,
         "message": verdict.message,
+        "workloads": [
+            {
+                "kind": entry.kind,
+                "name": entry.name or entry.selector,
+                "verified": v.complete,
+                "message": v.message,
+                "image": v.image,
+                "replicas": v.replicas,
+                "updatedReplicas": v.updated_replicas,
+                "availableReplicas": v.available_replicas,
+                "oldPods": v.old_pods,
+                "terminatingPods": v.terminating_pods,
+            }
+            for entry, v in pairs
+        ],
     }
 
 
+def _target_images(run: _Run, spec: MigrationSpec) -> list[str | None]:
+    """The image that proves the new code, per workload: the named one, or (the single
+    `spec.workload` in Observe mode without an image) the template image of the first new
+    revision seen after code-rollout began."""
+    seen = run.record("codeRollout").get("image")
+    return [
+        w.image or (str(seen) if seen and i == 0 else None) for i, w in enumerate(spec.workloads)
+    ]
+
+
 def _target_image(run: _Run, spec: MigrationSpec) -> str | None:
-    """The image that proves the new code: the named one, or (Observe without an image) the
-    template image of the first new revision seen after code-rollout began."""
-    if spec.workload.image:
-        return spec.workload.image
-    image = run.record("codeRollout").get("image")
-    return str(image) if image else None
+    """The first workload's target image (the contract Job's gate takes the others from the
+    spec, where they are required)."""
+    return _target_images(run, spec)[0]
+
+
+def _targets_known(run: _Run, spec: MigrationSpec) -> bool:
+    return all(_target_images(run, spec))
 
 
 def _job_phase(run: _Run, spec: MigrationSpec, phase: str) -> bool:
@@ -688,21 +790,33 @@ def _job_phase(run: _Run, spec: MigrationSpec, phase: str) -> bool:
             progressing=("False", R.PAUSED),
         )
         return False
+    if phase == "contract" and rec.get("reason") == R.OLD_SESSIONS_CONNECTED:
+        since = (run.now - _parse_iso(str(rec.get("finishedAt") or _iso(run.now)))).total_seconds()
+        if since < SESSIONS_RETRY_SECONDS:
+            run.stall(
+                label,
+                R.OLD_SESSIONS_CONNECTED,
+                f"contract waits for the old code's database sessions to end (checked again in "
+                f"{int(SESSIONS_RETRY_SECONDS - since)}s): {rec.get('message', '')}",
+            )
+            run.requeue_after = max(1.0, SESSIONS_RETRY_SECONDS - since)
+            return False
     # A contract withdrawn for a regressed rollout keeps saying so while it waits.
     regressed = rec.get("reason") == R.ROLLOUT_REGRESSED
     waiting = R.ROLLOUT_REGRESSED if regressed else R.WAITING_FOR_WORKLOAD
-    stable = _verdict(run, spec, None)
+    stable = _verdict(run, spec, False)
     if not stable.complete:
+        what = spec.workload.label if len(spec.workloads) == 1 else "the workloads"
         run.set(
             label if run.started_any() else "Pending",
-            f"waiting for Deployment {spec.workload.name} to be stable before {phase}: "
-            f"{stable.message}",
+            f"waiting for {what} to be stable before {phase}: {stable.message}",
             ready=("False", waiting),
         )
         return False
     if phase == "contract":
-        proof = _verdict(run, spec, _target_image(run, spec))
-        _record_rollout(run, proof)
+        pairs = _verdicts(run, spec, True)
+        proof = _combined(pairs)
+        _record_rollout(run, pairs)
         if not proof.complete:
             run.flag(R.ROLLOUT_VERIFIED, False, R.ROLLOUT_IN_PROGRESS, proof.message)
             run.set(
@@ -710,8 +824,9 @@ def _job_phase(run: _Run, spec: MigrationSpec, phase: str) -> bool:
                 f"contract waits for the rollout proof: {proof.message}",
                 ready=("False", waiting),
             )
+            _recheck_unwatched(run, pairs)
             return False
-        blocked = _approval(run, spec, contract_digest(spec, _target_image(run, spec)))
+        blocked = _approval(run, spec, contract_digest(spec, _target_images(run, spec)))
         if blocked is not None:
             reason, message = blocked
             stale = reason == R.APPROVAL_STALE
@@ -732,8 +847,15 @@ def _job_phase(run: _Run, spec: MigrationSpec, phase: str) -> bool:
     attempt = attempts if rec.get("state") == "Running" and attempts > 0 else attempts + 1
     accepted = bool(rec.pop("acceptChange", False))
     expected = _target_image(run, spec) if phase == "contract" else None
+    proven_at = run.record("codeRollout").get("finishedAt") if phase == "contract" else None
     run.actions.append(
-        CreateJob(phase, attempt, allow_checksum_change=accepted, expected_image=expected)
+        CreateJob(
+            phase,
+            attempt,
+            allow_checksum_change=accepted,
+            expected_image=expected,
+            rollout_proven_at=str(proven_at) if proven_at else None,
+        )
     )
     rec.update(state="Running", attempts=attempt, message="", steps=phase_checksums(spec, phase))
     rec["startedAt"] = _iso(run.now)
@@ -753,9 +875,10 @@ def _running(run: _Run, spec: MigrationSpec, phase: str, job: JobObservation) ->
     rec["job"] = job.name
     pods = run.observed.job_pods.get(job.name, ())
     if phase == "contract" and not _contract_steps_started(run, spec, pods):
-        proof = _verdict(run, spec, _target_image(run, spec))
+        pairs = _verdicts(run, spec, True)
+        proof = _combined(pairs)
         if not proof.complete:
-            _record_rollout(run, proof)
+            _record_rollout(run, pairs)
             run.actions.append(DeleteJob(job.name))
             message = (
                 f"contract Job {job.name} withdrawn before its steps started: the rollout proof "
@@ -842,34 +965,35 @@ def _rollout(run: _Run, spec: MigrationSpec) -> bool:
         rec.pop("reason", None)
         # A retry keeps the revision it started from and the image it saw roll out, so a rollout
         # that timed out but completed since is recognised (not another revision awaited).
-        rec.setdefault("fromRevision", _verdict(run, spec, None).revision)
+        rec.setdefault("fromRevision", _verdict(run, spec, False).revision)
         action = "setting" if spec.code_rollout.mode == "Apply" else "waiting for"
         run.event(
             "Normal",
             R.ROLLOUT_STARTED,
-            f"code rollout started: {action} {spec.workload.image or 'a new revision'}",
+            "code rollout started: "
+            + "; ".join(
+                f"{action} {w.image or 'a new revision'}"
+                + (f" in {w.label}" if len(spec.workloads) > 1 else "")
+                for w in spec.workloads
+            ),
         )
 
-    current = _verdict(run, spec, None)
-    if (
-        spec.code_rollout.mode == "Apply"
-        and spec.workload.image
-        and current.image != spec.workload.image
-    ):
-        run.actions.append(SetWorkloadImage(spec.workload.container, spec.workload.image))
+    current = _verdict(run, spec, False)
+    _apply_images(run, spec)
     if (
         not spec.workload.image
         and current.revision != rec.get("fromRevision")
         and not rec.get("image")
     ):
         rec["image"] = current.image  # Observe without an image: the new revision's image
-    target = _target_image(run, spec)
-    verdict = _verdict(run, spec, target) if target else current
-    _record_rollout(run, verdict)
+    known = _targets_known(run, spec)
+    pairs = _verdicts(run, spec, True) if known else _verdicts(run, spec, False)
+    verdict = _combined(pairs)
+    _record_rollout(run, pairs)
 
     if verdict.state == "Failed":
         return _rollout_failed(run, R.ROLLOUT_FAILED, verdict.message)
-    if verdict.complete and target is not None:
+    if verdict.complete and known:
         rec.update(state="Succeeded", message=verdict.message)
         rec["finishedAt"] = _iso(run.now)
         run.flag(R.ROLLOUT_VERIFIED, True, R.ROLLOUT_PROVEN, verdict.message)
@@ -891,7 +1015,31 @@ def _rollout(run: _Run, spec: MigrationSpec) -> bool:
         f"{verdict.available_replicas} available, {verdict.old_pods} old pods",
     )
     run.requeue_after = max(1.0, timeout - elapsed)
+    _recheck_unwatched(run, pairs)
     return False
+
+
+def _recheck_unwatched(run: _Run, pairs: Proof) -> None:
+    """A workload no watch reports on is looked at again by a timed requeue while unproven."""
+    if any(e.kind in UNWATCHED_KINDS and not v.complete for e, v in pairs):
+        current = run.requeue_after
+        run.requeue_after = min(current or UNWATCHED_RECHECK_SECONDS, UNWATCHED_RECHECK_SECONDS)
+
+
+def _apply_images(run: _Run, spec: MigrationSpec) -> None:
+    """Apply mode: set each workload's image, in list order, each once the ones before it are
+    proven (all at once with `codeRollout.together`). Observe entries are waited for, not set."""
+    proven = _verdicts(run, spec, True)
+    for index, (entry, verdict) in enumerate(proven):
+        seen = run.observed.workload_list()[index]
+        if entry.mode == "Apply" and entry.image and seen is not None:
+            for container in entry.all_containers:
+                if template_image(entry.kind, seen.deployment, container) != entry.image:
+                    run.actions.append(
+                        SetWorkloadImage(container, entry.image, kind=entry.kind, name=entry.name)
+                    )
+        if not verdict.complete and not spec.code_rollout.together:
+            return  # the next workload waits until this one is proven
 
 
 def _rollout_failed(run: _Run, reason: str, message: str) -> bool:

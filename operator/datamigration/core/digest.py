@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from datamigration.core.spec import MigrationSpec
@@ -33,18 +33,35 @@ def _sha256(value: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def contract_digest(spec: MigrationSpec, image: str | None) -> str | None:
-    """The digest of what the contract Job would run against which code; None while the target
-    image is not known (Observe mode without spec.workload.image, before the rollout is seen)."""
-    if not image:
+def contract_digest(spec: MigrationSpec, image: str | Sequence[str | None] | None) -> str | None:
+    """The digest of what the contract Job would run against which code; None while a target
+    image is not known (Observe mode without spec.workload.image, before the rollout is seen).
+
+    `image`: the target image, or one per `spec.workloads` entry (in order). With several
+    workloads, every workload and its image is covered; with one, the digest is the same as for
+    the single `spec.workload` (approvals given before `spec.workloads` existed stay valid)."""
+    images = [image] if image is None or isinstance(image, str) else list(image)
+    if not images or not all(images):
         return None
-    return PREFIX + _sha256(
-        {
-            "verify": [[s.name, s.checksum] for s in spec.contract.verify.steps],
-            "steps": [[s.name, s.checksum] for s in spec.contract.steps.steps],
-            "image": image,
-        }
-    )
+    body: dict[str, Any] = {
+        "verify": [[s.name, s.checksum] for s in spec.contract.verify.steps],
+        "steps": [[s.name, s.checksum] for s in spec.contract.steps.steps],
+    }
+    sessions = spec.contract.database_sessions
+    if sessions is not None:  # absent: the digest stays what it was before this gate existed
+        body["databaseSessions"] = [
+            sessions.application_name_pattern,
+            sessions.role,
+            sessions.older_than_rollout_proof,
+        ]
+    if len(images) == 1:
+        body["image"] = images[0]
+    else:
+        body["images"] = [
+            [w.kind, w.name or w.selector, list(w.all_containers), img]
+            for w, img in zip(spec.workloads, images, strict=False)
+        ]
+    return PREFIX + _sha256(body)
 
 
 def short(digest: str) -> str:

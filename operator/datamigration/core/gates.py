@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from datamigration.core import reasons as R
-from datamigration.core.observed import Observed
-from datamigration.core.rollout import container_names
+from datamigration.core.observed import Observed, Target
 from datamigration.core.rules import TERMINAL
 from datamigration.core.spec import MigrationSpec
+from datamigration.core.workloads import template_containers
 
 #: Secrets and other migrations are not watched by the operator: look again this often.
 RECHECK_SECONDS = 10.0
@@ -32,29 +32,42 @@ class Blocked:
     recheck_after: float | None = None
 
 
+def _targets(spec: MigrationSpec) -> list[Target]:
+    return [
+        Target(w.kind, w.name, c, w.image)
+        for w in spec.workloads
+        if w.kind != "Pods"  # a selector owns no template: nothing to fight over
+        for c in w.all_containers
+    ]
+
+
 def workload_owner(spec: MigrationSpec, observed: Observed) -> Blocked | None:
     """One workload, one owner: of two unfinished migrations that want different images in the
-    same container, the older one (by creationTimestamp, then by name: timestamps have
-    one-second resolution) goes on, the other waits."""
+    same container of the same workload (any entry of `spec.workloads`), the older one (by
+    creationTimestamp, then by name: timestamps have one-second resolution) goes on, the other
+    waits."""
     me = (observed.created, observed.name)
+    mine = _targets(spec)
     for peer in sorted(observed.peers, key=lambda p: (p.created, p.name)):
-        if (
-            peer.name == observed.name
-            or peer.phase in TERMINAL
-            or peer.workload != spec.workload.name
-            or peer.container != spec.workload.container
-            or peer.image == spec.workload.image
-            or (peer.created, peer.name) >= me
-        ):
+        if peer.name == observed.name or peer.phase in TERMINAL or (peer.created, peer.name) >= me:
             continue
-        return Blocked(
-            R.WORKLOAD_CONFLICT,
-            f"DataMigration {peer.name} (phase {peer.phase}) also targets Deployment "
-            f"{spec.workload.name} container {spec.workload.container} with image "
-            f"{peer.image or '(observed)'}; this one (image {spec.workload.image or '(observed)'}) "
-            f"waits until {peer.name} has Succeeded or is Aborted",
-            recheck_after=RECHECK_SECONDS,
-        )
+        for theirs in peer.all_targets:
+            for target in mine:
+                if (theirs.kind, theirs.name, theirs.container) != (
+                    target.kind,
+                    target.name,
+                    target.container,
+                ) or theirs.image == target.image:
+                    continue
+                return Blocked(
+                    R.WORKLOAD_CONFLICT,
+                    f"DataMigration {peer.name} (phase {peer.phase}) also targets {target.kind} "
+                    f"{target.name} container {target.container} with image "
+                    f"{theirs.image or '(observed)'}; this one (image "
+                    f"{target.image or '(observed)'}) waits until {peer.name} has Succeeded or "
+                    "is Aborted",
+                    recheck_after=RECHECK_SECONDS,
+                )
     return None
 
 
@@ -79,17 +92,26 @@ def secret(spec: MigrationSpec, observed: Observed) -> Blocked | None:
 
 
 def workload_exists(spec: MigrationSpec, observed: Observed) -> Blocked | None:
-    """The Deployment exists and has the named container."""
-    if observed.workload is None:
-        return Blocked(
-            R.WORKLOAD_NOT_FOUND, f"Deployment {spec.workload.name} (spec.workload.name) not found"
-        )
-    names = container_names(observed.workload.deployment)
-    if spec.workload.container not in names:
-        return Blocked(
-            R.INVALID_SPEC,
-            f"spec.workload.container: Deployment {spec.workload.name} has no container "
-            f"{spec.workload.container!r} (containers: {', '.join(names) or 'none'})",
-            phase="Invalid",
-        )
+    """Every workload exists (and can be read) and has the named containers."""
+    for entry, seen in zip(spec.workloads, observed.workload_list(), strict=False):
+        if seen is not None and seen.unreadable:
+            return Blocked(
+                R.WORKLOAD_NOT_FOUND,
+                f"{entry.label} ({entry.path}.kind) cannot be read: {seen.unreadable}",
+                recheck_after=RECHECK_SECONDS,
+            )
+        if seen is None:
+            return Blocked(R.WORKLOAD_NOT_FOUND, f"{entry.label} ({entry.path}.name) not found")
+        if entry.kind == "Pods":
+            continue
+        names = template_containers(entry.kind, seen.deployment)
+        for container in entry.all_containers:
+            if container not in names:
+                field = "container" if not entry.containers else "containers"
+                return Blocked(
+                    R.INVALID_SPEC,
+                    f"{entry.path}.{field}: {entry.label} has no container {container!r} "
+                    f"(containers: {', '.join(names) or 'none'})",
+                    phase="Invalid",
+                )
     return None

@@ -35,11 +35,13 @@ RUNNER_UID = 65532  # the distroless "nonroot" user; the image runs as it too
 EXIT_VERIFY_FAILED = 4
 EXIT_CHECKSUM_CHANGED = 5
 EXIT_ROLLOUT_REGRESSED = 8
+EXIT_OLD_SESSIONS = 10
 EXIT_PAUSED = 75
 FAILURE_POLICY_EXIT_CODES = (
     EXIT_VERIFY_FAILED,
     EXIT_CHECKSUM_CHANGED,
     EXIT_ROLLOUT_REGRESSED,
+    EXIT_OLD_SESSIONS,
     EXIT_PAUSED,
 )
 
@@ -121,7 +123,11 @@ def phase_steps(spec: MigrationSpec, phase: str) -> PhaseSteps:
 
 
 def runner_plan(
-    owner: Owner, spec: MigrationSpec, phase: str, expected_image: str | None = None
+    owner: Owner,
+    spec: MigrationSpec,
+    phase: str,
+    expected_image: str | None = None,
+    rollout_proven_at: str | None = None,
 ) -> dict[str, Any]:
     """The runner's input: the phase's runner steps, and where to report progress.
 
@@ -138,27 +144,40 @@ def runner_plan(
         "report": {"namespace": owner.namespace, "name": owner.name},
     }
     if phase == "contract":
-        plan["rolloutGate"] = rollout_gate(owner, spec, expected_image)
+        gates = rollout_gates(owner, spec, expected_image)
+        plan["rolloutGate"] = gates[0] if len(gates) == 1 else gates
+        sessions = spec.contract.database_sessions
+        if sessions is not None:
+            plan["databaseSessions"] = {
+                "applicationNamePattern": sessions.application_name_pattern,
+                "role": sessions.role,
+                # Sessions of `role` older than this block too (None: that check is off).
+                "olderThan": rollout_proven_at if sessions.older_than_rollout_proof else None,
+            }
     return plan
 
 
-def rollout_gate(
+def rollout_gates(
     owner: Owner, spec: MigrationSpec, expected_image: str | None = None
-) -> dict[str, Any]:
-    """What the contract Job re-proves before a destructive step: the workload the operator
-    proved, its container, and the image every pod must run (`expected_image`, the one the
-    operator's proof used; by default the spec's `workload.image`). Null `expectedImage` (Observe
-    mode without an image, when the caller passes none) still requires every pod to belong to the
-    newest ReplicaSet and no old ReplicaSet to want replicas."""
-    return {
-        "workload": {
-            "kind": spec.workload.kind,
-            "namespace": owner.namespace,
-            "name": spec.workload.name,
-        },
-        "container": spec.workload.container,
-        "expectedImage": expected_image or spec.workload.image,
-    }
+) -> list[dict[str, Any]]:
+    """What the contract Job re-proves before a destructive step, one entry per container of
+    every workload the operator proved: the workload, the container, and the image every pod
+    must run (for the first workload `expected_image`, the one the operator's proof used; by
+    default, and for every other workload, the spec's image). Null `expectedImage` (the single
+    `spec.workload` in Observe mode without an image, when the caller passes none) still requires
+    every pod to belong to the newest ReplicaSet and no old ReplicaSet to want replicas. In the
+    plan, one gate is an object (`rolloutGate: {...}`), several are a list."""
+    gates = []
+    for index, entry in enumerate(spec.workloads):
+        workload: dict[str, Any] = {"kind": entry.kind, "namespace": owner.namespace}
+        if entry.kind == "Pods":
+            workload["selector"] = entry.selector
+        else:
+            workload["name"] = entry.name
+        image = (expected_image if index == 0 else None) or entry.image
+        for container in entry.all_containers:
+            gates.append({"workload": workload, "container": container, "expectedImage": image})
+    return gates
 
 
 _CONTAINER_SECURITY = {
@@ -178,11 +197,14 @@ def build_job(
     settings: JobSettings,
     *,
     expected_image: str | None = None,
+    rollout_proven_at: str | None = None,
 ) -> dict[str, Any]:
     """The Job manifest for one attempt of one database phase.
 
     `expected_image` is the image the operator's rollout proof used (contract only; default
     `spec.workload.image`): the contract Job proves it again before each destructive step.
+    `rollout_proven_at` is when the rollout was proven (contract only; for
+    `databaseSessions.olderThanRolloutProof`).
     """
     labels = job_labels(owner, phase, attempt)
     database_url = {
@@ -190,7 +212,7 @@ def build_job(
         "valueFrom": {"secretKeyRef": {"name": spec.database.name, "key": spec.database.key}},
     }
     steps = phase_steps(spec, phase)
-    plan = json.dumps(runner_plan(owner, spec, phase, expected_image))
+    plan = json.dumps(runner_plan(owner, spec, phase, expected_image, rollout_proven_at))
     runner = {
         "name": RUNNER_CONTAINER,
         "image": spec.runner.image or settings.runner_image,

@@ -22,11 +22,28 @@ class Invalid:
 
 @dataclass(frozen=True)
 class Workload:
-    """The workload as listed from the API: the Deployment, its ReplicaSets, its pods."""
+    """A workload as listed from the API: the object, what it owns, its pods.
+
+    `deployment` is the workload object of any kind (the name is kept from when only
+    Deployments were supported; `{}` for kind Pods); `replicasets` what its gate needs besides
+    pods: ReplicaSets (Deployment, Rollout), ControllerRevisions (DaemonSet), Jobs (CronJob)."""
 
     deployment: Mapping[str, Any]
     replicasets: Sequence[Mapping[str, Any]] = ()
     pods: Sequence[Mapping[str, Any]] = ()
+    kind: str = "Deployment"
+    #: Why the workload could not be read at all (an API the cluster does not serve), if so.
+    unreadable: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One container of one workload a migration sets or waits for, and the image."""
+
+    kind: str
+    name: str
+    container: str
+    image: str | None
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,12 @@ class Peer:
     container: str
     image: str | None
     phase: str
+    #: Every (kind, name, container, image) it names; empty: just `workload`/`container`.
+    targets: tuple[Target, ...] = ()
+
+    @property
+    def all_targets(self) -> tuple[Target, ...]:
+        return self.targets or (Target("Deployment", self.workload, self.container, self.image),)
 
 
 @dataclass(frozen=True)
@@ -56,3 +79,9 @@ class Observed:
     name: str = ""
     created: str = ""
     peers: Sequence[Peer] = ()
+    #: One entry per `spec.workloads` entry, in order (None: it does not exist); empty means
+    #: `(workload,)` (the single-workload shorthand).
+    workloads: Sequence[Workload | None] = ()
+
+    def workload_list(self) -> Sequence[Workload | None]:
+        return self.workloads or (self.workload,)

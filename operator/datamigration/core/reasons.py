@@ -50,5 +50,7 @@ APPROVAL_STALE: Final = "ApprovalStale"
 SPEC_CHANGED: Final = "SpecChanged"
 WORKLOAD_CONFLICT: Final = "WorkloadConflict"
 ROLLOUT_REGRESSED: Final = "RolloutRegressed"
+#: The contract Job found sessions of the old code in the database (databaseSessions, exit 10).
+OLD_SESSIONS_CONNECTED: Final = "OldSessionsConnected"
 # A phase pod that cannot start stalls with the pod's own waiting reason (core/pods.py):
 # CreateContainerConfigError, ImagePullBackOff, ErrImagePull, InvalidImageName, Unschedulable.

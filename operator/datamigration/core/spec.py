@@ -46,12 +46,49 @@ class SecretKeyRef:
     key: str
 
 
+#: The kinds `spec.workloads[].kind` accepts (each has a gate in core/rollout.py or
+#: core/workloads.py).
+WORKLOAD_KINDS: tuple[str, ...] = (
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "CronJob",
+    "Rollout",
+    "Pods",
+)
+
+
 @dataclass(frozen=True)
 class Workload:
+    """One workload whose pods must all run the new code before contract.
+
+    `spec.workload` is the one-item shorthand (a Deployment). For `kind: Pods`, `name` is empty
+    and `selector` is the label selector (query-string form) of the pods in the namespace.
+    `containers` lists every container that must run `image` (`container` is the first)."""
+
     kind: str
     name: str
     container: str
     image: str | None
+    containers: tuple[str, ...] = ()
+    selector: str = ""
+    mode: RolloutMode = "Apply"
+    #: Where the entry came from, for error messages: `spec.workload` or `spec.workloads[i]`.
+    path: str = "spec.workload"
+
+    @property
+    def all_containers(self) -> tuple[str, ...]:
+        return self.containers or (self.container,)
+
+    @property
+    def label(self) -> str:
+        """`StatefulSet db`, `Pods app=legacy`: how status and messages name it."""
+        return f"Pods {self.selector}" if self.kind == "Pods" else f"{self.kind} {self.name}"
+
+    @property
+    def key(self) -> str:
+        """`StatefulSet/db`: a stable key for per-workload records."""
+        return f"Pods/{self.selector}" if self.kind == "Pods" else f"{self.kind}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -100,6 +137,21 @@ class PhaseSteps:
 class CodeRollout:
     mode: RolloutMode = "Apply"
     timeout_seconds: int = 900
+    #: Apply mode: set every workload's image at once instead of one after another.
+    together: bool = False
+
+
+@dataclass(frozen=True)
+class DatabaseSessions:
+    """`spec.contract.databaseSessions`: proof from the database's side, checked by the contract
+    Job right before each destructive step (runner/sessions.py)."""
+
+    #: A PostgreSQL regular expression (`~`) for the OLD version's `application_name`.
+    application_name_pattern: str
+    #: Only sessions of this role count for the pattern; required by `older_than_rollout_proof`.
+    role: str | None = None
+    #: Also block on any session of `role` that started before the rollout was proven.
+    older_than_rollout_proof: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,12 +162,13 @@ class Contract:
     approved_digest: str | None = None
     verify: PhaseSteps = field(default_factory=PhaseSteps)
     steps: PhaseSteps = field(default_factory=PhaseSteps)
+    database_sessions: DatabaseSessions | None = None
 
 
 @dataclass(frozen=True)
 class MigrationSpec:
     database: SecretKeyRef
-    workload: Workload
+    workload: Workload  # the first of `workloads` (the single `spec.workload` shorthand)
     runner: RunnerSpec
     expand: PhaseSteps
     backfill: PhaseSteps
@@ -125,6 +178,13 @@ class MigrationSpec:
     abort: bool = False
     operations: Planned = field(default_factory=Planned)  # spec.operations, planned
     rollback: PhaseSteps = field(default_factory=PhaseSteps)  # spec.rollback.steps
+    #: Every workload the contract waits for, in rollout order (`spec.workloads`, or the one
+    #: `spec.workload`); empty means `(workload,)`.
+    workload_list: tuple[Workload, ...] = ()
+
+    @property
+    def workloads(self) -> tuple[Workload, ...]:
+        return self.workload_list or (self.workload,)
 
     def job_steps(self, phase: str) -> PhaseSteps:
         """What the phase's Job runs: the steps spec.operations generates, then the
@@ -267,15 +327,6 @@ def parse_spec(raw: Any) -> MigrationSpec:
         name=str(_str(ref, "name", ref_path)), key=str(_str(ref, "key", ref_path))
     )
 
-    wl = _obj(spec.get("workload"), "spec.workload")
-    kind = _enum(wl, "kind", "spec.workload", ("Deployment",))
-    workload = Workload(
-        kind=kind,
-        name=str(_str(wl, "name", "spec.workload")),
-        container=str(_str(wl, "container", "spec.workload")),
-        image=_str(wl, "image", "spec.workload", required=False),
-    )
-
     rn = _obj(spec.get("runner"), "spec.runner", required=False)
     deadline = rn.get("activeDeadlineSeconds")
     runner = RunnerSpec(
@@ -320,9 +371,10 @@ def parse_spec(raw: Any) -> MigrationSpec:
         if _enum(cr, "mode", "spec.codeRollout", ("Apply", "Observe")) == "Observe"
         else "Apply",
         timeout_seconds=_int(cr, "timeoutSeconds", "spec.codeRollout", 900, 30, 86400),
+        together=_bool(cr, "together", "spec.codeRollout"),
     )
-    if code_rollout.mode == "Apply" and workload.image is None:
-        raise SpecError("spec.workload.image", "is required when spec.codeRollout.mode is Apply")
+    workloads = _workloads(spec, code_rollout.mode)
+    workload = workloads[0]
 
     ct = _obj(spec.get("contract"), "spec.contract", required=False)
     approval = _enum(ct, "approval", "spec.contract", ("Manual", "Automatic"))
@@ -332,6 +384,7 @@ def parse_spec(raw: Any) -> MigrationSpec:
         approved_digest=_digest(ct, "approvedDigest", "spec.contract"),
         verify=_verify_steps(ct.get("verify"), "spec.contract.verify"),
         steps=_phase_steps(ct if ct.get("steps") is not None else None, "spec.contract"),
+        database_sessions=_database_sessions(ct.get("databaseSessions")),
     )
     expand = _phase_steps(spec.get("expand"), "spec.expand")
     backfill = _phase_steps(spec.get("backfill"), "spec.backfill")
@@ -372,4 +425,144 @@ def parse_spec(raw: Any) -> MigrationSpec:
         abort=_bool(spec, "abort", "spec"),
         operations=planned,
         rollback=rollback,
+        workload_list=workloads,
     )
+
+
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def selector_string(raw: Any, path: str) -> str:
+    """A `metav1.LabelSelector` (matchLabels, matchExpressions) in the query-string form the API
+    accepts; an empty selector is refused (it would match every pod of the namespace)."""
+    body = _obj(raw, path)
+    labels = _obj(body.get("matchLabels"), f"{path}.matchLabels", required=False)
+    parts = [f"{k}={v}" for k, v in sorted(labels.items())]
+    for i, expr in enumerate(body.get("matchExpressions") or []):
+        where = f"{path}.matchExpressions[{i}]"
+        item = _obj(expr, where)
+        key = str(_str(item, "key", where))
+        op = _enum(item, "operator", where, ("In", "NotIn", "Exists", "DoesNotExist"))
+        values = [str(v) for v in item.get("values") or []]
+        if op in ("In", "NotIn") and not values:
+            raise SpecError(f"{where}.values", f"is required for operator {op}")
+        parts.append(
+            {
+                "In": f"{key} in ({','.join(values)})",
+                "NotIn": f"{key} notin ({','.join(values)})",
+                "Exists": key,
+                "DoesNotExist": f"!{key}",
+            }[op]
+        )
+    if not parts:
+        raise SpecError(
+            path,
+            "must have matchLabels or matchExpressions (an empty selector "
+            "would match every pod of the namespace)",
+        )
+    return ",".join(parts)
+
+
+def _workload(raw: Any, path: str, default_mode: RolloutMode, *, shorthand: bool) -> Workload:
+    wl = _obj(raw, path)
+    kinds = ("Deployment",) if shorthand else WORKLOAD_KINDS
+    kind = _enum(wl, "kind", path, kinds)
+    mode: RolloutMode = (
+        default_mode
+        if shorthand or "mode" not in wl
+        else ("Observe" if _enum(wl, "mode", path, ("Apply", "Observe")) == "Observe" else "Apply")
+    )
+    name, selector = "", ""
+    if kind == "Pods":
+        if "name" in wl:
+            raise SpecError(f"{path}.name", "does not apply to kind Pods: set selector")
+        selector = selector_string(wl.get("selector"), f"{path}.selector")
+        if mode == "Apply" and "mode" in wl:
+            raise SpecError(f"{path}.mode", "must be Observe for kind Pods (no template to set)")
+        mode = "Observe"
+    else:
+        if "selector" in wl:
+            raise SpecError(f"{path}.selector", f"applies to kind Pods only, not {kind}")
+        name = str(_str(wl, "name", path))
+        if not _NAME.fullmatch(name):
+            raise SpecError(f"{path}.name", f"{name!r} is not a valid {kind} name")
+    containers: tuple[str, ...] = ()
+    if not shorthand and "containers" in wl:
+        if "container" in wl:
+            raise SpecError(f"{path}.containers", "set container or containers, not both")
+        listed = wl.get("containers")
+        if (
+            not isinstance(listed, list)
+            or not listed
+            or not all(isinstance(c, str) and c for c in listed)
+        ):
+            raise SpecError(f"{path}.containers", "must be a non-empty list of container names")
+        containers = tuple(listed)
+        container = containers[0]
+    else:
+        container = str(_str(wl, "container", path))
+    image = _str(wl, "image", path, required=False)
+    if image is None and (mode == "Apply" or not shorthand):
+        why = (
+            "is required when spec.codeRollout.mode is Apply"
+            if shorthand
+            else "is required (the image every pod of this workload must run)"
+        )
+        raise SpecError(f"{path}.image", why)
+    return Workload(
+        kind=kind,
+        name=name,
+        container=container,
+        image=image,
+        containers=containers,
+        selector=selector,
+        mode=mode,
+        path=path,
+    )
+
+
+def _database_sessions(raw: Any) -> DatabaseSessions | None:
+    path = "spec.contract.databaseSessions"
+    if raw is None:
+        return None
+    body = _obj(raw, path)
+    pattern = str(_str(body, "applicationNamePattern", path))
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise SpecError(
+            f"{path}.applicationNamePattern", f"is not a regular expression: {exc}"
+        ) from None
+    sessions = DatabaseSessions(
+        application_name_pattern=pattern,
+        role=_str(body, "role", path, required=False),
+        older_than_rollout_proof=_bool(body, "olderThanRolloutProof", path),
+    )
+    if sessions.older_than_rollout_proof and sessions.role is None:
+        raise SpecError(f"{path}.role", "is required when olderThanRolloutProof is true")
+    return sessions
+
+
+#: At most this many entries in spec.workloads (the CRD's maxItems).
+MAX_WORKLOADS = 32
+
+
+def _workloads(spec: Mapping[str, Any], default_mode: RolloutMode) -> tuple[Workload, ...]:
+    """`spec.workloads`, or the one `spec.workload` (exactly one of them is set)."""
+    single, many = spec.get("workload"), spec.get("workloads")
+    if single is not None and many is not None:
+        raise SpecError("spec.workloads", "set spec.workload or spec.workloads, not both")
+    if many is None:
+        return (_workload(single, "spec.workload", default_mode, shorthand=True),)
+    if not isinstance(many, list) or not many or len(many) > MAX_WORKLOADS:
+        raise SpecError("spec.workloads", f"must be a list of 1 to {MAX_WORKLOADS} workloads")
+    parsed = tuple(
+        _workload(item, f"spec.workloads[{i}]", default_mode, shorthand=False)
+        for i, item in enumerate(many)
+    )
+    seen: dict[str, str] = {}
+    for entry in parsed:
+        if entry.key in seen:
+            raise SpecError(entry.path, f"{entry.label} is already listed at {seen[entry.key]}")
+        seen[entry.key] = entry.path
+    return parsed

@@ -18,6 +18,25 @@ from datamigration.k8s.client import JSON, KubeClient, KubeError, migration_path
 COMPONENT = "datamigration-operator"
 
 
+ROLLOUT_GROUP_VERSION = "argoproj.io/v1alpha1"
+_COLLECTIONS = {
+    "Deployment": "/apis/apps/v1/namespaces/{}/deployments",
+    "StatefulSet": "/apis/apps/v1/namespaces/{}/statefulsets",
+    "DaemonSet": "/apis/apps/v1/namespaces/{}/daemonsets",
+    "CronJob": "/apis/batch/v1/namespaces/{}/cronjobs",
+    "Rollout": f"/apis/{ROLLOUT_GROUP_VERSION}/namespaces/{{}}/rollouts",
+}
+
+
+class ApiNotServed(Exception):
+    """The cluster does not serve a workload kind at all (a CRD that is not installed)."""
+
+
+def workload_collection(namespace: str, kind: str) -> str:
+    """The API path of a workload kind's collection in a namespace."""
+    return _COLLECTIONS[kind].format(namespace)
+
+
 def label_selector(selector: Mapping[str, Any]) -> str:
     """A `metav1.LabelSelector` as the query-string form the API accepts."""
     parts = [f"{k}={v}" for k, v in sorted(selector.get("matchLabels", {}).items())]
@@ -114,7 +133,8 @@ class ClusterApi:
     def list_pods(self, namespace: str, selector: str) -> list[JSON]:
         return self.kube.list_items(f"/api/v1/namespaces/{namespace}/pods", labelSelector=selector)
 
-    # -- Workload (get/patch deployments, list replicasets) -----------------------------------
+    # -- Workloads (get/patch deployments, statefulsets, daemonsets, cronjobs, rollouts; list
+    # replicasets, controllerrevisions)
     def get_deployment(self, namespace: str, name: str) -> JSON | None:
         try:
             return self.kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
@@ -128,16 +148,61 @@ class ClusterApi:
             f"/apis/apps/v1/namespaces/{namespace}/replicasets", labelSelector=selector
         )
 
-    def set_container_image(self, namespace: str, name: str, container: str, image: str) -> None:
-        """Roll the new code out: the same change as `kubectl set image`."""
-        patch = {
-            "spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}
-        }
+    def set_container_image(
+        self, namespace: str, name: str, container: str, image: str, kind: str = "Deployment"
+    ) -> None:
+        """Roll the new code out: the same change as `kubectl set image`, on the pod template
+        of a Deployment, StatefulSet, DaemonSet, CronJob (its jobTemplate) or Argo Rollout (its
+        `spec.template`, never Argo's status or internal fields)."""
+        path = f"{workload_collection(namespace, kind)}/{name}"
+        if kind == "Rollout":
+            # A custom resource takes no strategic merge: replace the one container's image by
+            # index, guarded by a test of its name (a reordered list fails, it is not misapplied).
+            rollout = self.kube.get(path)
+            names = [
+                c.get("name") for c in rollout["spec"]["template"]["spec"].get("containers", [])
+            ]
+            at = f"/spec/template/spec/containers/{names.index(container)}"
+            ops = [
+                {"op": "test", "path": f"{at}/name", "value": container},
+                {"op": "replace", "path": f"{at}/image", "value": image},
+            ]
+            self.kube.request("PATCH", path, body=ops, content_type="application/json-patch+json")
+            return
+        containers = [{"name": container, "image": image}]
+        template = {"spec": {"template": {"spec": {"containers": containers}}}}
+        patch = {"spec": {"jobTemplate": template}} if kind == "CronJob" else template
         self.kube.request(
-            "PATCH",
-            f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}",
-            body=patch,
-            content_type="application/strategic-merge-patch+json",
+            "PATCH", path, body=patch, content_type="application/strategic-merge-patch+json"
+        )
+
+    def get_workload(self, namespace: str, kind: str, name: str) -> JSON | None:
+        """A StatefulSet, DaemonSet, CronJob or Argo Rollout (None: no such object). Raises
+        `ApiNotServed` when the cluster does not serve the kind at all (no Rollout CRD)."""
+        try:
+            return self.kube.get(f"{workload_collection(namespace, kind)}/{name}")
+        except KubeError as exc:
+            if not exc.not_found:
+                raise
+        if kind == "Rollout" and not self._served(ROLLOUT_GROUP_VERSION, "rollouts"):
+            raise ApiNotServed(
+                f"the cluster does not serve {ROLLOUT_GROUP_VERSION} rollouts (is Argo Rollouts "
+                "installed?)"
+            )
+        return None
+
+    def _served(self, group_version: str, resource: str) -> bool:
+        try:
+            found = self.kube.get(f"/apis/{group_version}")
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return any(r.get("name") == resource for r in found.get("resources", []))
+
+    def list_controller_revisions(self, namespace: str, selector: str) -> list[JSON]:
+        return self.kube.list_items(
+            f"/apis/apps/v1/namespaces/{namespace}/controllerrevisions", labelSelector=selector
         )
 
     # -- Secrets (get secrets; only key names leave this function, never a value) ------------

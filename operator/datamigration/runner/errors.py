@@ -24,6 +24,7 @@ class ExitCode(IntEnum):
     STEP_FAILED = 7
     ROLLOUT_REGRESSED = 8
     LOCK_RETRIES_EXHAUSTED = 9
+    OLD_SESSIONS = 10
     PAUSED = 75
 
 
@@ -97,6 +98,13 @@ class LedgerConflict(RunnerError):
     """The ledger row changed under us: someone else runs this migration without the lock."""
 
     exit_code = ExitCode.UNEXPECTED
+
+
+class OldSessionsConnected(RunnerError):
+    """Right before a destructive step, the database still had sessions of the old code
+    (`databaseSessions`); the step did not run."""
+
+    exit_code = ExitCode.OLD_SESSIONS
 
 
 class Paused(RunnerError):

@@ -15,17 +15,24 @@ What it cannot: a pod created in the milliseconds between the check and the stat
 `command` steps the team's tool runs in its own container; the runner proves the rollout once, as
 the last init container, right before that container starts (`datamigration-runner gate`), and
 cannot interpose between the tool's statements (docs/runner.md).
+
+Every workload of `spec.workloads` is proven, each with its kind's gate (`core/workloads.py`),
+from the same reads the operator makes (`k8s/workloads.read_workload`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from datamigration.core.rollout import POD_TEMPLATE_HASH, REVISION_ANNOTATION, evaluate_rollout
+from datamigration.core.rollout import POD_TEMPLATE_HASH, REVISION_ANNOTATION
+from datamigration.core.workloads import evaluate_workload
 from datamigration.runner.errors import RolloutRegressed
 from datamigration.runner.plan import RolloutGate
+
+if TYPE_CHECKING:
+    from datamigration.k8s.workloads import WorkloadReader
 
 log = logging.getLogger(__name__)
 
@@ -34,47 +41,40 @@ JSON = dict[str, Any]
 NAMED_PODS = 3
 
 
-class WorkloadReader(Protocol):
-    """The three reads the gate makes (datamigration.k8s.cluster.ClusterApi has them)."""
-
-    def get_deployment(self, namespace: str, name: str) -> JSON | None: ...
-
-    def list_replicasets(self, namespace: str, selector: str) -> list[JSON]: ...
-
-    def list_pods(self, namespace: str, selector: str) -> list[JSON]: ...
-
-
 def check_rollout(gate: RolloutGate, api: WorkloadReader) -> str:
     """Prove the rollout again; the verdict's message when proven, else `RolloutRegressed`."""
-    from datamigration.k8s.cluster import label_selector
+    from datamigration.k8s.workloads import read_workload
 
-    workload = f"Deployment {gate.namespace}/{gate.name}"
+    workload = gate.label
     try:
-        deployment = api.get_deployment(gate.namespace, gate.name)
-        if deployment is None:
-            raise RolloutRegressed(f"{workload} no longer exists; the destructive step was not run")
-        selector = label_selector(deployment.get("spec", {}).get("selector", {}))
-        replicasets = api.list_replicasets(gate.namespace, selector)
-        pods = api.list_pods(gate.namespace, selector)
-    except RolloutRegressed:
-        raise
+        seen = read_workload(api, gate.namespace, gate.kind, gate.name, gate.selector)
     except Exception as exc:  # KubeError or transport: not proven, so not run
         raise RolloutRegressed(
             f"the destructive step was not run: cannot re-prove the rollout of {workload} "
             f"({_one_line(exc)})"
         ) from None
-    verdict = evaluate_rollout(
-        deployment,
-        replicasets,
-        pods,
+    if seen is None:
+        raise RolloutRegressed(f"{workload} no longer exists; the destructive step was not run")
+    if seen.unreadable:
+        raise RolloutRegressed(
+            f"the destructive step was not run: cannot read {workload}: {seen.unreadable}"
+        )
+    verdict = evaluate_workload(
+        gate.kind,
+        seen.deployment,
+        seen.replicasets,
+        seen.pods,
         container=gate.container,
         expected_image=gate.expected_image,
+        selector=gate.selector,
     )
     if verdict.complete:
         return verdict.message
-    offending = offending_pods(deployment, replicasets, pods, gate)
-    named = ", ".join(offending[:NAMED_PODS]) + (" ..." if len(offending) > NAMED_PODS else "")
-    pods_text = f"; {len(offending)} pod(s) break it: {named}" if offending else ""
+    pods_text = ""
+    if gate.kind == "Deployment":  # the other kinds' verdicts name their pods already
+        offending = offending_pods(seen.deployment, seen.replicasets, seen.pods, gate)
+        named = ", ".join(offending[:NAMED_PODS]) + (" ..." if len(offending) > NAMED_PODS else "")
+        pods_text = f"; {len(offending)} pod(s) break it: {named}" if offending else ""
     raise RolloutRegressed(
         f"the destructive step was not run: the rollout of {workload} is no longer proven "
         f"({verdict.message}){pods_text}"
@@ -120,19 +120,26 @@ def offending_pods(
     return sorted(found)
 
 
-def before_destructive(gate: RolloutGate | None) -> Callable[[], None] | None:
+def before_destructive(
+    gates: RolloutGate | Sequence[RolloutGate] | None,
+) -> Callable[[], None] | None:
     """The callable `phase.run_phase` calls right before each destructive step, or None when the
-    plan carries no rollout gate (a plan a person wrote, or a phase other than contract). The API
-    client is created on the first call, with the pod's ServiceAccount token."""
-    if gate is None:
+    plan carries no rollout gate (a plan a person wrote, or a phase other than contract). Every
+    gate (every workload container) is proven in the same call. The API client is created on the
+    first call, with the pod's ServiceAccount token."""
+    if gates is None:
+        return None
+    all_gates = (gates,) if isinstance(gates, RolloutGate) else tuple(gates)
+    if not all_gates:
         return None
     readers: list[WorkloadReader] = []
 
     def check() -> None:
         if not readers:
             readers.append(_connect())
-        message = check_rollout(gate, readers[0])
-        log.info("rollout gate: proven again before the destructive step: %s", message)
+        for gate in all_gates:
+            message = check_rollout(gate, readers[0])
+            log.info("rollout gate: proven again before the destructive step: %s", message)
 
     return check
 

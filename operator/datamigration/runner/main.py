@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from datamigration import __version__
-from datamigration.runner import gate, logs
+from datamigration.runner import gate, logs, sessions
 from datamigration.runner.dberrors import describe, is_disconnect
 from datamigration.runner.engine import dialect_of, make_engine
 from datamigration.runner.errors import (
@@ -178,7 +178,10 @@ def _run(
                 plan,
                 reporter,
                 scrubber,
-                before_destructive=gate.before_destructive(plan.rollout_gate),
+                before_destructive=sessions.both(
+                    gate.before_destructive(plan.rollout_gates),
+                    sessions.before_destructive(engine, plan.database_sessions),
+                ),
             )
     finally:
         reporter.close()
@@ -186,7 +189,7 @@ def _run(
 
 def _gate_only(plan: Plan) -> int:
     """`datamigration-runner gate`: prove the rollout, run nothing (raises RolloutRegressed)."""
-    check = gate.before_destructive(plan.rollout_gate)
+    check = gate.before_destructive(plan.rollout_gates)
     if check is None:
         raise InvalidInput("the plan has no rolloutGate: there is no rollout to prove")
     check()

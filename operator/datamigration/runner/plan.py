@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from datamigration.core.errors import SpecError
+from datamigration.core.spec import WORKLOAD_KINDS
 from datamigration.core.status import ROLLBACK
 from datamigration.core.steps import (
     STEP_PHASES,
@@ -43,7 +44,16 @@ PLAN_ENV = "DATAMIGRATION_PLAN"
 #: rollout gate, its ledger rows keyed by phase `rollback`, so a retry skips what it undid.
 RUNNER_PHASES = (*STEP_PHASES, ROLLBACK)
 KNOWN_FIELDS = frozenset(
-    {"migration", "phase", "steps", "allowChecksumChange", "limits", "report", "rolloutGate"}
+    {
+        "migration",
+        "phase",
+        "steps",
+        "allowChecksumChange",
+        "limits",
+        "report",
+        "rolloutGate",
+        "databaseSessions",
+    }
 )
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -70,6 +80,24 @@ class RolloutGate:
     name: str
     container: str
     expected_image: str | None
+    #: Kind Pods: the label selector (query-string form) instead of a name.
+    selector: str = ""
+
+    @property
+    def label(self) -> str:
+        where = self.selector if self.kind == "Pods" else self.name
+        return f"{self.kind} {self.namespace}/{where}"
+
+
+@dataclass(frozen=True)
+class SessionsGate:
+    """`databaseSessions`: no session of the old code may be connected before a destructive
+    step (runner/sessions.py)."""
+
+    application_name_pattern: str
+    role: str | None = None
+    #: ISO timestamp: sessions of `role` that started before it block too (None: off).
+    older_than: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,8 +109,15 @@ class Plan:
     steps: tuple[Step, ...]
     allow_checksum_change: bool = False
     report: ReportTarget | None = None
-    rollout_gate: RolloutGate | None = None
     limits: Defaults = field(default_factory=Defaults)  # spec-wide statement limits (spec.runner.*)
+    #: Every workload container the contract Job proves again before a destructive step.
+    rollout_gates: tuple[RolloutGate, ...] = ()
+    database_sessions: SessionsGate | None = None
+
+    @property
+    def rollout_gate(self) -> RolloutGate | None:
+        """The first gate (the single `spec.workload`'s), if any."""
+        return self.rollout_gates[0] if self.rollout_gates else None
 
 
 def read_plan(plan_file: str | None, environ: Mapping[str, str], dialect: str = POSTGRESQL) -> Plan:
@@ -158,34 +193,69 @@ def _parse(document: object, dialect: str) -> Plan:
         steps=tuple(steps),
         allow_checksum_change=allow,
         report=target,
-        rollout_gate=_rollout_gate(document.get("rolloutGate")),
         limits=parse_defaults(document.get("limits")),
+        rollout_gates=_rollout_gates(document.get("rolloutGate")),
+        database_sessions=_sessions_gate(document.get("databaseSessions")),
     )
 
 
-def _rollout_gate(raw: object) -> RolloutGate | None:
+def _sessions_gate(raw: object) -> SessionsGate | None:
+    path = "plan.databaseSessions"
     if raw is None:
         return None
+    if not isinstance(raw, Mapping):
+        raise SpecError(path, "must be an object with applicationNamePattern")
+    pattern, role, older = (raw.get(k) for k in ("applicationNamePattern", "role", "olderThan"))
+    if not (isinstance(pattern, str) and pattern):
+        raise SpecError(f"{path}.applicationNamePattern", "must be a regular expression")
+    for key, value in (("role", role), ("olderThan", older)):
+        if value is not None and not (isinstance(value, str) and value):
+            raise SpecError(f"{path}.{key}", "must be a non-empty string or null")
+    if older is not None and role is None:
+        raise SpecError(f"{path}.role", "is required with olderThan")
+    return SessionsGate(str(pattern), role, older)
+
+
+def _rollout_gates(raw: object) -> tuple[RolloutGate, ...]:
+    """`rolloutGate`: one gate object, or a list of them (several workloads)."""
+    if raw is None:
+        return ()
+    if isinstance(raw, list):
+        if not raw:
+            raise SpecError("plan.rolloutGate", "must not be an empty list")
+        return tuple(_rollout_gate(item, f"plan.rolloutGate[{i}]") for i, item in enumerate(raw))
+    return (_rollout_gate(raw, "plan.rolloutGate"),)
+
+
+def _rollout_gate(raw: object, path: str) -> RolloutGate:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("workload"), Mapping):
-        raise SpecError("plan.rolloutGate", "must be an object with workload and container")
+        raise SpecError(path, "must be an object with workload and container")
     workload = raw["workload"]
-    if workload.get("kind") != "Deployment":
-        raise SpecError("plan.rolloutGate.workload.kind", "must be Deployment")
+    kind = workload.get("kind")
+    if kind not in WORKLOAD_KINDS:
+        raise SpecError(f"{path}.workload.kind", f"must be one of {', '.join(WORKLOAD_KINDS)}")
     if not _is_label(workload.get("namespace")):
-        raise SpecError("plan.rolloutGate.workload.namespace", "must be a namespace name")
-    if not _is_subdomain(workload.get("name")):
-        raise SpecError("plan.rolloutGate.workload.name", "must be a Deployment name")
+        raise SpecError(f"{path}.workload.namespace", "must be a namespace name")
+    selector = workload.get("selector")
+    if kind == "Pods":
+        if not (isinstance(selector, str) and selector.strip()):
+            raise SpecError(f"{path}.workload.selector", "must be a label selector")
+    elif not _is_subdomain(workload.get("name")):
+        raise SpecError(f"{path}.workload.name", f"must be a {kind} name")
     if not _is_label(raw.get("container")):
-        raise SpecError("plan.rolloutGate.container", "must be a container name")
+        raise SpecError(f"{path}.container", "must be a container name")
     image = raw.get("expectedImage")
     if image is not None and not (isinstance(image, str) and image.strip()):
-        raise SpecError("plan.rolloutGate.expectedImage", "must be an image reference or null")
+        raise SpecError(f"{path}.expectedImage", "must be an image reference or null")
+    if image is None and kind not in ("Deployment",):
+        raise SpecError(f"{path}.expectedImage", f"is required for kind {kind}")
     return RolloutGate(
-        kind="Deployment",
+        kind=str(kind),
         namespace=str(workload["namespace"]),
-        name=str(workload["name"]),
+        name=str(workload.get("name") or ""),
         container=str(raw["container"]),
         expected_image=image,
+        selector=str(selector or "") if kind == "Pods" else "",
     )
 
 

@@ -1,0 +1,68 @@
+"""Read one workload of any kind with everything its rollout gate needs, for the operator
+(`controller/observe.py`) and the contract Job's re-check (`runner/gate.py`) alike, so both prove
+the same thing from the same reads.
+
+Reads only (get and list): the workload object; what it owns that its gate looks at (ReplicaSets
+of a Deployment or Rollout, ControllerRevisions of a DaemonSet, Jobs of a CronJob); and its pods
+(by its selector, terminating ones included; for a CronJob, the namespace's Job pods).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from datamigration.core.observed import Workload
+from datamigration.k8s.cluster import ApiNotServed, label_selector
+
+JSON = dict[str, Any]
+
+
+class WorkloadReader(Protocol):
+    """The reads (datamigration.k8s.cluster.ClusterApi has them)."""
+
+    def get_deployment(self, namespace: str, name: str) -> JSON | None: ...
+
+    def get_workload(self, namespace: str, kind: str, name: str) -> JSON | None: ...
+
+    def list_replicasets(self, namespace: str, selector: str) -> list[JSON]: ...
+
+    def list_controller_revisions(self, namespace: str, selector: str) -> list[JSON]: ...
+
+    def list_jobs(self, namespace: str, selector: str) -> list[JSON]: ...
+
+    def list_pods(self, namespace: str, selector: str) -> list[JSON]: ...
+
+
+def read_workload(
+    api: WorkloadReader, namespace: str, kind: str, name: str, selector: str = ""
+) -> Workload | None:
+    """The workload (None: it does not exist; `unreadable` set: the cluster does not serve its
+    kind). For kind Pods, `selector` (query-string form) picks the pods."""
+    if kind == "Pods":
+        return Workload({}, (), api.list_pods(namespace, selector), kind="Pods")
+    if kind == "Deployment":
+        obj = api.get_deployment(namespace, name)
+    else:
+        try:
+            obj = api.get_workload(namespace, kind, name)
+        except ApiNotServed as exc:
+            return Workload({}, kind=kind, unreadable=str(exc))
+    if obj is None:
+        return None
+    if kind == "CronJob":
+        uid = obj.get("metadata", {}).get("uid")
+        jobs = [
+            j
+            for j in api.list_jobs(namespace, "")
+            if any(r.get("uid") == uid for r in j["metadata"].get("ownerReferences") or [])
+        ]
+        # Every Job pod: the gate keeps those of the CronJob's Jobs, including a pod still
+        # terminating after its Job was deleted.
+        return Workload(obj, jobs, api.list_pods(namespace, "job-name"), kind="CronJob")
+    pod_selector = label_selector(obj.get("spec", {}).get("selector", {}))
+    owned: list[JSON] = []
+    if kind in ("Deployment", "Rollout"):
+        owned = api.list_replicasets(namespace, pod_selector)
+    elif kind == "DaemonSet":
+        owned = api.list_controller_revisions(namespace, pod_selector)
+    return Workload(obj, owned, api.list_pods(namespace, pod_selector), kind=kind)
