@@ -272,10 +272,15 @@ def test_pause_is_enforced_when_the_runner_cannot_hear_it_and_is_never_a_warning
         timeout=30,
         what="Pausing (the Job still runs)",
     )
+    # The operator deletes the Job, then writes the status that says so: wait for both.
     stopped = eventually(
-        lambda: not phase_jobs(kube, namespace, "backfill") and status(kube, namespace),
+        lambda: (
+            not phase_jobs(kube, namespace, "backfill")
+            and status(kube, namespace).get("phase") == "Paused"
+            and status(kube, namespace)
+        ),
         timeout=90,
-        what="the operator to delete the backfill Job",
+        what="the operator to delete the backfill Job and say Paused",
     )
     assert stopped["phase"] == "Paused"
     assert "stopped Job" in stopped["phases"]["backfill"]["message"]
