@@ -171,6 +171,20 @@ def _single_term(selector: str, key: str) -> str | None:
     return None
 
 
+#: The workload kinds whose object, ReplicaSets and pods the caches hold; the others (Argo
+#: Rollouts, CronJobs, a `Pods` selector) are read from the API server (`reader_for`).
+CACHED_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def reader_for(api: OperatorApi, kind: str) -> OperatorApi:
+    """Where to read a workload of this kind from: the caches hold only the pods of
+    ReplicaSets and controller revisions, so a selector of any other kind could match pods
+    they do not have."""
+    if isinstance(api, CachedApi) and kind not in CACHED_KINDS:
+        return api.live
+    return api
+
+
 class CachedApi:
     """The operator's API (`OperatorApi`) with reads from the watch caches where they can
     answer exactly, and from `live` otherwise; every write goes to `live`."""
