@@ -124,7 +124,8 @@ def test_failed_phase_reports_why_and_retry_runs_it_again(
     )
     assert condition(kube.migration(namespace, NAME), "Stalled")["reason"] == "JobFailed"
     assert "audit" in failed["message"] and "exit code 7" in failed["message"]
-    assert "JobFailed" in kube.events(namespace, NAME)
+    # The Event follows the status write that recorded the failure (act.py's order).
+    eventually(lambda: "JobFailed" in kube.events(namespace, NAME), timeout=30, what="JobFailed")
     assert "password" not in failed["message"].lower()
 
     with shop.engine.begin() as c:  # the operator fixes the cause...

@@ -261,3 +261,72 @@ def test_merge_patch_never_nulls_unowned_progress_keys() -> None:
     old = {"progress": {"rowsDone": 5, "phase": "backfill"}}
     new = {"progress": {"rowsDone": 5, "phase": "backfill", "summary": "x"}}
     assert merge_patch(old, new) == {"progress": {"summary": "x"}}
+
+
+# -- reads from the watch caches (controller/cache.py) -----------------------------------------
+class CountingApi(FakeApi):
+    """A FakeApi that counts the reads made of it (the live API server, for these tests)."""
+
+    def __init__(self, raw_spec: JSON, **kwargs: Any) -> None:
+        super().__init__(raw_spec, **kwargs)
+        self.reads = 0
+
+    def get_migration(self, namespace: str, name: str) -> JSON | None:
+        self.reads += 1
+        return super().get_migration(namespace, name)
+
+    def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
+        self.reads += 1
+        return super().secret_has_key(namespace, name, key)
+
+
+def test_a_side_effect_decided_on_the_cache_is_decided_again_on_live_reads() -> None:
+    """The cache still shows the Secret's key; the API server no longer does: no Job."""
+    live = CountingApi(spec(), secret_keys=())
+    cached = FakeApi(spec())  # the stale view: the key is there
+    rec = Reconciler(api=live, settings=OperatorSettings(manage_runner_rbac=False), reads=cached)
+    rec.reconcile_once(NS, "m")
+    assert live.job_creates == 0 and cached.job_creates == 0
+    assert "SecretKeyNotFound" in live.reasons()
+    assert live.reads >= 2  # the migration and the Secret were read again from the API
+
+
+def test_a_waiting_migration_costs_no_api_read_when_the_cache_shows_nothing_changed() -> None:
+    live = CountingApi(spec())
+    rec = Reconciler(api=live, settings=OperatorSettings(manage_runner_rbac=False), reads=live)
+    rec.reconcile_once(NS, "m")  # creates the expand Job (live reads, then the write)
+    cached = copy.deepcopy(live)  # the cache has caught up with everything
+    cached.reads = 0
+    live.reads = 0
+    rec.reads = cached
+    rec.reconcile_once(NS, "m")  # sees its Job running: status only, decided on the cache
+    live.reads = 0
+    rec.reads = copy.deepcopy(live)
+    rec.reconcile_once(NS, "m")  # nothing to do
+    assert live.reads == 0 and live.job_creates == 1
+
+
+def test_a_status_write_on_a_stale_cache_meets_409_and_is_decided_again_live() -> None:
+    live = FakeApi(spec())
+    rec = Reconciler(api=live, settings=OperatorSettings(manage_runner_rbac=False), reads=live)
+    rec.reconcile_once(NS, "m")
+    stale = copy.deepcopy(live)  # before the runner's progress write below
+    live.runner_progress({"phase": "expand", "rowsDone": 1})
+    rec.reads = stale
+    writes = live.status_writes
+    rec.reconcile_once(NS, "m")
+    assert status(live)["progress"]["rowsDone"] == 1  # the runner's key survived
+    assert live.status_writes >= writes
+
+
+def test_the_echo_of_a_settled_status_write_wakes_nothing_and_others_do() -> None:
+    live = FakeApi(spec())
+    rec = Reconciler(api=live, settings=OperatorSettings(manage_runner_rbac=False), reads=live)
+    rec.reconcile_once(NS, "m")  # creates the Job, writes Running: the Job's events follow
+    rec.reads = copy.deepcopy(live)
+    rec.reconcile_once(NS, "m")  # nothing more to do after this write, or no write at all
+    written = str(live.migration["metadata"]["resourceVersion"])
+    settled = rec.is_own_echo(NS, "m", written)
+    live.runner_progress({"rowsDone": 5})  # somebody else's write: always wakes
+    assert not rec.is_own_echo(NS, "m", str(live.migration["metadata"]["resourceVersion"]))
+    assert settled == (live.status_writes >= 2)

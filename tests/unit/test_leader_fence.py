@@ -175,6 +175,7 @@ def test_a_metadata_only_deployment_change_wakes_no_migration() -> None:
     import kopf
 
     from datamigration.controller import handlers
+    from datamigration.controller.cache import WatchCache
 
     deployment: dict[str, Any] = {
         "metadata": {
@@ -187,8 +188,8 @@ def test_a_metadata_only_deployment_change_wakes_no_migration() -> None:
     }
     api = FakeApi(spec())
     rec = reconciler(api)
-    memo = kopf.Memo(reconciler=rec)
-    index = {(NS, "api"): [("m", True)]}
+    memo = kopf.Memo(reconciler=rec, cache=WatchCache())
+    index = {(NS, "api"): [("m", True, False)]}
 
     async def event(body: dict[str, Any]) -> bool:
         await handlers.deployment_event(

@@ -121,10 +121,12 @@ tests/packaging/test_chart_rbac.py checks these rules against both files, in bot
   resources: [deployments]
   verbs: [get, list, watch, patch]
 # ReplicaSets. list: observe() proves the rollout from the Deployment's ReplicaSets
-# (ClusterApi.list_replicasets).
+# (ClusterApi.list_replicasets, when the cache is not complete yet); list, watch: kopf's
+# cache_replicasets index and replicaset_event (a ReplicaSet's counts wake the migrations
+# waiting on its Deployment's rollout; reads come from that cache, controller/cache.py).
 - apiGroups: [apps]
   resources: [replicasets]
-  verbs: [list]
+  verbs: [list, watch]
 # The other workload kinds of spec.workloads. get: observe() reads each one named
 # (ClusterApi.get_workload); list, watch: kopf's statefulset_event, daemonset_event and
 # cronjob_event wake the migrations naming one; patch: codeRollout mode Apply sets the new image
@@ -149,12 +151,15 @@ tests/packaging/test_chart_rbac.py checks these rules against both files, in bot
 - apiGroups: [argoproj.io]
   resources: [rollouts]
   verbs: [get, patch]
-# Secrets. get: observe() checks that spec.database's Secret exists (ClusterApi.secret_exists),
-# asking for metadata only (PartialObjectMetadata) so values never reach the operator. No
-# list/watch: it never reads Secrets in bulk (the kubelet hands the URL to phase Jobs' env).
+# Secrets. get: observe() checks that spec.database's Secret has its key
+# (ClusterApi.secret_has_key returns the key's presence, never a value); list, watch: kopf's
+# cache_secrets index and secret_event, so that a migration waiting for its Secret is woken by
+# the Secret's creation rather than polled. The index keeps key names only (cache.secret_keys);
+# values are dropped as each event arrives, never stored, logged or put in status. The URL
+# itself reaches phase Jobs only through the kubelet (a secretKeyRef in their env).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
+  verbs: [get, list, watch]
 # Events. create: act() posts an Event on each transition (ClusterApi.post_event); kopf's own
 # event posting is off (handlers.configure).
 - apiGroups: [""]

@@ -84,7 +84,8 @@ def act(
     decision: Decision,
     *,
     fence: Fence = _always,
-) -> None:
+) -> dict[str, Any] | None:
+    """Returns the migration as the status write left it (None: nothing was written)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     owner = Owner(namespace=namespace, name=name, uid=meta["uid"])
@@ -124,10 +125,10 @@ def act(
 
     patch = merge_patch(body.get("status") or {}, decision.status)
     if not patch:
-        return  # nothing changed, so nothing transitioned: no Event either
+        return None  # nothing changed, so nothing transitioned: no Event either
     _check(fence, "write the status")
     try:
-        api.patch_migration_status(namespace, name, patch, meta.get("resourceVersion"))
+        written = api.patch_migration_status(namespace, name, patch, meta.get("resourceVersion"))
     except KubeError as exc:
         if exc.conflict:
             raise StatusConflict(f"{namespace}/{name} changed since it was read") from None
@@ -142,3 +143,4 @@ def act(
             )
         except KubeError as exc:  # an Event is a courtesy; the status already says it all
             log.warning("%s/%s: could not post Event %s: %s", namespace, name, event.reason, exc)
+    return written

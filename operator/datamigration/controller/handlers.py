@@ -13,6 +13,13 @@ selectors have no watch (the Rollout CRD may be absent; a selector's pods are an
 looks at them again every 10 seconds while unproven.
 Handlers are `async` because kopf runs sync ones in worker threads, away from the event loop
 that owns the work queue.
+
+Reads come from the watches (controller/cache.py): the `cache_*` indexes below keep what each
+watch saw, and kopf completes them all before it runs any handler. An event wakes only the
+migrations whose decision it can change: a Deployment's metadata-only change wakes none; a pod
+or ReplicaSet wakes only the migrations that wait on a rollout (`ROLLOUT_PHASES`); a Secret
+wakes the migrations that name it (instead of a timer); the echo of the operator's own status
+write wakes nothing when there was nothing more to do (`Reconciler.is_own_echo`).
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from typing import Any
 
 import kopf
 
+from datamigration.controller import cache as caches
 from datamigration.controller import leadership
+from datamigration.controller.cache import CachedApi, WatchCache
 from datamigration.controller.reconciler import Reconciler
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.jobs import LABEL_MIGRATION, LABEL_MIGRATION_UID
@@ -48,7 +57,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     operator_settings = OperatorSettings.from_env()
     # Explicit namespaces need no namespace scanning, nor the cluster-wide permission it takes.
     settings.scanning.disabled = bool(operator_settings.namespaces)
-    memo["reconciler"] = Reconciler(api=ClusterApi(), settings=operator_settings)
+    api = ClusterApi()
+    cache = WatchCache()
+    memo["cache"] = cache
+    memo["reconciler"] = Reconciler(
+        api=api, settings=operator_settings, reads=CachedApi(api, cache)
+    )
     # Leader election: until this process leads, the reconciler's fence keeps it from acting.
     health = memo.get("health")
     memo["elector"] = leadership.start(
@@ -71,16 +85,88 @@ async def release_lease(memo: kopf.Memo, **_: Any) -> None:
         await asyncio.to_thread(elector.release)
 
 
+#: The phases in which a workload's pods and ReplicaSets can change a decision: the rollout is
+#: awaited or proven, or the contract runs (a regression withdraws it).
+ROLLOUT_PHASES = ("RollingOut", "AwaitingApproval", "Contracting")
+
+
 @kopf.index(GROUP, VERSION, PLURAL)
 def by_workload(
     namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> Any:
-    """Which migrations target which Deployment, and whether they still care about it."""
+    """Which migrations target which Deployment: (name, still cares, waits on its rollout)."""
     workload = spec.get("workload", {}).get("name")
-    return {(namespace, workload): (name, status.get("phase") not in DONE)}
+    phase = status.get("phase")
+    return {(namespace, workload): (name, phase not in DONE, phase in ROLLOUT_PHASES)}
 
 
-def _reconciler(memo: kopf.Memo) -> Reconciler:
+@kopf.index(GROUP, VERSION, PLURAL)
+def by_secret(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> Any:
+    """Which migrations read which Secret (spec.database.urlFrom.secretKeyRef.name)."""
+    ref = ((spec.get("database") or {}).get("urlFrom") or {}).get("secretKeyRef") or {}
+    return {(namespace, ref.get("name")): name} if ref.get("name") else None
+
+
+# -- the watch caches (controller/cache.py reads them; names in cache.INDEXES) -----------------
+@kopf.index(GROUP, VERSION, PLURAL)
+def cache_migrations(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    return {namespace: caches.slim(body)}
+
+
+@kopf.index("batch", "v1", "jobs", labels={LABEL_MIGRATION_UID: kopf.PRESENT})
+def cache_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, labels.get(LABEL_MIGRATION_UID)): caches.slim_job(body)}
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_MIGRATION_UID: kopf.PRESENT})
+def cache_job_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    job = labels.get("job-name")
+    return {(namespace, job): caches.slim_pod(body)} if job else None
+
+
+@kopf.index("apps", "v1", "deployments")
+def cache_deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, name): caches.slim(body)}
+
+
+@kopf.index("apps", "v1", "replicasets")
+def cache_replicasets(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    return {namespace: caches.slim(body)}
+
+
+@kopf.index("", "v1", "pods", labels={"pod-template-hash": kopf.PRESENT})
+def cache_app_pods(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    return {namespace: caches.slim_pod(body)}
+
+
+@kopf.index("", "v1", "pods", labels={"controller-revision-hash": kopf.PRESENT})
+def cache_revision_pods(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    return {namespace: caches.slim_pod(body)}
+
+
+@kopf.index("apps", "v1", "statefulsets")
+def cache_statefulsets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, name): caches.slim(body)}
+
+
+@kopf.index("apps", "v1", "daemonsets")
+def cache_daemonsets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, name): caches.slim(body)}
+
+
+@kopf.index("", "v1", "secrets")
+def cache_secrets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    """Key names only: a Secret's values are dropped here, never kept, logged or compared."""
+    return {(namespace, name): caches.secret_keys(body)}
+
+
+def _reconciler(memo: kopf.Memo, kwargs: dict[str, Any] | None = None) -> Reconciler:
+    """The reconciler; with a handler's kwargs, also binds the watch caches (complete by now:
+    kopf runs no handler before every index has its initial list)."""
+    if kwargs is not None:
+        cache: WatchCache = memo["cache"]
+        if not cache.bound:
+            cache.bind(kwargs)
     reconciler: Reconciler = memo["reconciler"]
     return reconciler
 
@@ -96,10 +182,13 @@ async def migration_event(
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
+    reconciler = _reconciler(memo, kwargs)
     if event["type"] == "DELETED":
-        _reconciler(memo).forget(namespace, name)
-    else:
-        _reconciler(memo).enqueue(namespace, name)
+        reconciler.forget(namespace, name)
+    elif not reconciler.is_own_echo(
+        namespace, name, str(event["object"].get("metadata", {}).get("resourceVersion"))
+    ):
+        reconciler.enqueue(namespace, name)
     # Another migration of the same workload may be waiting for this one (WorkloadConflict):
     # wake it when this one is gone or finished, not on every change (that would be a storm
     # among many migrations of one workload).
@@ -107,16 +196,16 @@ async def migration_event(
     if not finished:
         return
     workload = spec.get("workload", {}).get("name")
-    for other, active in _by_workload(kwargs).get((namespace, workload), []):
+    for other, active, _rollout in _by_workload(kwargs).get((namespace, workload), []):
         if other != name and active:
             _reconciler(memo).enqueue(namespace, other)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={"datamigration.dev/migration-uid": kopf.PRESENT})
-async def job_event(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def job_event(namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any) -> None:
     for ref in meta.get("ownerReferences", []):
         if ref.get("kind") == "DataMigration":
-            _reconciler(memo).enqueue(namespace, ref["name"])
+            _reconciler(memo, kwargs).enqueue(namespace, ref["name"])
 
 
 def _by_workload(kwargs: dict[str, Any]) -> kopf.Index[tuple[str | None, str], Any]:
@@ -127,12 +216,12 @@ def _by_workload(kwargs: dict[str, Any]) -> kopf.Index[tuple[str | None, str], A
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_MIGRATION_UID: kopf.PRESENT})
 async def job_pod_event(
-    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     """A phase Job's pod changed (started, cannot start, ended): wake its migration."""
     migration = labels.get(LABEL_MIGRATION)
     if migration:
-        _reconciler(memo).enqueue(namespace, migration)
+        _reconciler(memo, kwargs).enqueue(namespace, migration)
 
 
 def deployment_fingerprint(body: kopf.Body | dict[str, Any]) -> str:
@@ -170,8 +259,8 @@ async def deployment_event(
         if _deployment_seen.get(key) == fingerprint:
             return  # nothing a decision reads has changed
         _deployment_seen[key] = fingerprint
-    for migration, _active in _by_workload(kwargs).get(key, []):
-        _reconciler(memo).enqueue(namespace, migration)
+    for migration, _active, _rollout in _by_workload(kwargs).get(key, []):
+        _reconciler(memo, kwargs).enqueue(namespace, migration)
     _wake(kwargs, memo, namespace, "Deployment", name)  # named in spec.workloads
 
 
@@ -180,10 +269,39 @@ async def pod_event(namespace: str | None, body: kopf.Body, memo: kopf.Memo, **k
     deployment = owning_deployment(body)
     if deployment is None:
         return
-    for migration, active in _by_workload(kwargs).get((namespace, deployment), []):
-        if active:
-            _reconciler(memo).enqueue(namespace, migration)
+    _wake_rollout(kwargs, memo, namespace, deployment)
+
+
+def _wake_rollout(
+    kwargs: dict[str, Any], memo: kopf.Memo, namespace: str | None, deployment: str
+) -> None:
+    """Wake the migrations that wait on this Deployment's rollout (not the others: with many
+    migrations sharing one Deployment, every pod event would reconcile all of them)."""
+    for migration, active, waits_on_rollout in _by_workload(kwargs).get(
+        (namespace, deployment), []
+    ):
+        if active and waits_on_rollout:
+            _reconciler(memo, kwargs).enqueue(namespace, migration)
     _wake(kwargs, memo, namespace, "Deployment", deployment)  # named in spec.workloads
+
+
+@kopf.on.event("apps", "v1", "replicasets")
+async def replicaset_event(
+    namespace: str | None, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A ReplicaSet's counts changed (the rollout proof reads them): wake its Deployment's."""
+    for ref in meta.get("ownerReferences", []) or []:
+        if ref.get("kind") == "Deployment":
+            _wake_rollout(kwargs, memo, namespace, str(ref.get("name", "")))
+
+
+@kopf.on.event("", "v1", "secrets")
+async def secret_event(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A Secret appeared, changed or went away: wake the migrations that name it (a migration
+    waiting for its Secret has no timer)."""
+    index: kopf.Index[tuple[str | None, str], Any] = kwargs["by_secret"]
+    for migration in index.get((namespace, name), []):
+        _reconciler(memo, kwargs).enqueue(namespace, migration)
 
 
 # -- the other workload kinds of spec.workloads ---------------------------------------------------
@@ -213,7 +331,7 @@ def _wake(
     index: kopf.Index[tuple[str | None, str, str], Any] = kwargs["by_kind"]
     for migration, active in index.get((namespace, kind, name), []):
         if active:
-            _reconciler(memo).enqueue(namespace, migration)
+            _reconciler(memo, kwargs).enqueue(namespace, migration)
 
 
 @kopf.on.event("apps", "v1", "statefulsets")

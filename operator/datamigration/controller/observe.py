@@ -1,11 +1,12 @@
-"""Observe: read from the API everything `decide` needs about one DataMigration.
+"""Observe: read everything `decide` needs about one DataMigration.
 
-Always from the API server, never from memory, so that a restarted operator sees exactly what
-a running one would: the migration's Jobs by the migration's uid label and each Job's pods (a
-pod that cannot start, an exit code), the workload with its ReplicaSets and pods (terminating
-ones included), whether the database Secret has the key (never its value), and the other
-DataMigrations of the namespace (one workload, one owner). Every message copied from a pod or
-a Job is scrubbed here, before `decide` can put it into status or an Event.
+From the API server or from the watches' caches (controller/cache.py says which reads they can
+answer exactly; the reconciler acts only on a decision taken on live reads): the migration's
+Jobs by the migration's uid label and each Job's pods (a pod that cannot start, an exit code),
+the workload with its ReplicaSets and pods (terminating ones included), whether the database
+Secret has the key (never its value), and the other DataMigrations of the namespace (one
+workload, one owner). Every message copied from a pod or a Job is scrubbed here, before
+`decide` can put it into status or an Event.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from datamigration.controller.cache import reader_for
 from datamigration.core.decide import ACCEPT_CHANGE_ANNOTATION
 from datamigration.core.jobs import LABEL_MIGRATION_UID, observe_job, true_condition
 from datamigration.core.observed import Invalid, Observed, Peer, Target
@@ -95,7 +97,8 @@ def observe(api: OperatorApi, body: dict[str, Any], spec: MigrationSpec | Invali
         return Observed(secret_exists=False, workload=None, **common)
 
     workloads = tuple(
-        read_workload(api, namespace, w.kind, w.name, w.selector) for w in spec.workloads
+        read_workload(reader_for(api, w.kind), namespace, w.kind, w.name, w.selector)
+        for w in spec.workloads
     )
     has_key = api.secret_has_key(namespace, spec.database.name, spec.database.key)
     # Every migration of the namespace: a peer may name our workloads in spec.workloads, which

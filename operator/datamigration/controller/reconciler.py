@@ -9,6 +9,14 @@ with capped exponential backoff after API errors.
 
 The blocking API calls run in worker threads; the event loop only schedules.
 
+Reads and acts are split (controller/cache.py): a reconcile first decides on the watches'
+caches (`reads`), which costs the API nothing; only when that decision would do something (a
+Job, an image, a deleted Job) does it read everything again from the API server and decide
+again, and acts on that second decision alone. A status-only write is decided on the caches and
+carries their resourceVersion: a stale cache meets a 409, and the retry reads live. After its
+own status write the reconciler decides once more on what it wrote: when nothing more would
+change, the watch event of that write (its echo) wakes nothing (`is_own_echo`).
+
 With leader election, only the leader reconciles: a standby's queue drops what it is given
 (its watches stay warm, so it has nothing to catch up on but the migrations themselves), and
 `resync` enqueues every migration when this process becomes the leader. `act` checks the fence
@@ -22,12 +30,24 @@ import datetime as dt
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from datamigration.controller import metrics
 from datamigration.controller.act import Fence, NotLeader, StatusConflict, act
 from datamigration.controller.observe import observe
 from datamigration.controller.settings import OperatorSettings
-from datamigration.core.decide import TERMINAL, Invalid, Observed, decide
+from datamigration.core.decide import (
+    TERMINAL,
+    CreateJob,
+    Decision,
+    DeleteJob,
+    Invalid,
+    Observed,
+    SetWorkloadImage,
+    decide,
+)
+from datamigration.core.diff import merge_patch
+from datamigration.core.spec import MigrationSpec
 from datamigration.k8s.protocol import OperatorApi
 from datamigration.validation import validate
 
@@ -44,6 +64,13 @@ class Reconciler:
     settings: OperatorSettings
     #: May this process write now? (Always, without leader election.)
     fence: Fence = lambda: True
+    #: Where a reconcile reads first (the watch caches); None: the API server, always.
+    reads: OperatorApi | None = None
+    #: Per migration, the resourceVersion of our last status write after which nothing more
+    #: was to be done: its watch event needs no reconcile.
+    _settled: dict[Key, str] = field(default_factory=dict)
+    #: Per migration, the object as our last status write left it, until the cache shows it.
+    _written: dict[Key, dict[str, Any]] = field(default_factory=dict)
     _running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _dirty: set[Key] = field(default_factory=set)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
@@ -75,8 +102,19 @@ class Reconciler:
         log.info("resync: %d migration(s) enqueued", count)
         return count
 
+    def is_own_echo(self, namespace: str | None, name: str, resource_version: str) -> bool:
+        """Whether a watch event of this migration is our own settled status write coming
+        back: nothing changed since we decided, and deciding again would change nothing."""
+        key = (namespace or "", name)
+        written = self._written.get(key)
+        if written is not None and written["metadata"].get("resourceVersion") == resource_version:
+            del self._written[key]  # the cache has caught up with our write
+        return self._settled.pop(key, None) == resource_version
+
     def forget(self, namespace: str | None, name: str) -> None:
         key = (namespace or "", name)
+        self._settled.pop(key, None)
+        self._written.pop(key, None)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
@@ -117,11 +155,13 @@ class Reconciler:
         A status write that meets a concurrent write (409) is decided again on a fresh read,
         a few times in a row, then retried later: nothing is ever written over a newer state."""
         started = time.monotonic()
+        live = self.reads is None
         try:
             for _ in range(MAX_CONFLICTS):
                 try:
-                    return self._reconcile(namespace, name)
+                    return self._reconcile(namespace, name, live=live)
                 except StatusConflict:
+                    live = True  # the cache may be behind: decide again on the API's state
                     log.debug(
                         "%s/%s: status changed concurrently; deciding again", *(namespace, name)
                     )
@@ -132,12 +172,16 @@ class Reconciler:
         finally:
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
 
-    def _reconcile(self, namespace: str, name: str) -> float | None:
+    def _reconcile(self, namespace: str, name: str, *, live: bool) -> float | None:
         if not self.fence():
             raise NotLeader("not the leader: did not reconcile")
-        body = self.api.get_migration(namespace, name)
+        key = (namespace, name)
+        reads = self.api if live or self.reads is None else self.reads
+        body = reads.get_migration(namespace, name)
         if body is None:
             return None
+        if not live:
+            body = self._newest(key, body)
         status = body.get("status") or {}
         generation = int(body["metadata"].get("generation", 0))
         if status.get("phase") in TERMINAL:
@@ -145,23 +189,64 @@ class Reconciler:
                 return None  # finished for good: nothing to observe
             observed = Observed(generation=generation, secret_exists=False, workload=None)
             decision = decide(validate(body.get("spec")), status, observed, self.now())
-            act(self.api, self.settings, body, None, decision, fence=self.fence)
-            metrics.record((namespace, name), status, decision.status)
+            self._act(key, body, None, decision)
+            metrics.record(key, status, decision.status)
             return None
         spec = validate(body.get("spec"))
-        observed = observe(self.api, body, spec)
+        observed = observe(reads, body, spec)
         decision = decide(spec, status, observed, self.now())
-        act(
-            self.api,
-            self.settings,
-            body,
-            None if isinstance(spec, Invalid) else spec,
-            decision,
-            fence=self.fence,
-        )
-        metrics.record((namespace, name), status, decision.status)
+        if not live and _has_side_effects(decision):
+            # Never act on a cache: read everything from the API server and decide again.
+            return self._reconcile(namespace, name, live=True)
+        checked = None if isinstance(spec, Invalid) else spec
+        written = self._act(key, body, checked, decision)
+        if written is not None and not _has_side_effects(decision):
+            again = decide(spec, written.get("status") or {}, observed, self.now())
+            if not _has_side_effects(again) and not merge_patch(
+                written.get("status") or {}, again.status
+            ):
+                self._settled[key] = str(written["metadata"].get("resourceVersion"))
+        metrics.record(key, status, decision.status)
         return decision.requeue_after
+
+    def _act(
+        self,
+        key: Key,
+        body: dict[str, Any],
+        spec: MigrationSpec | None,
+        decision: Decision,
+    ) -> dict[str, Any] | None:
+        written = act(self.api, self.settings, body, spec, decision, fence=self.fence)
+        if written is not None and self.reads is not None:
+            self._written[key] = written
+        return written
+
+    def _newest(self, key: Key, cached: dict[str, Any]) -> dict[str, Any]:
+        """The cached object, or our own later write of it when the cache has not caught up."""
+        written = self._written.get(key)
+        if written is None:
+            return cached
+        ours = _version(written)
+        theirs = _version(cached)
+        if ours is not None and theirs is not None and ours > theirs:
+            return written
+        del self._written[key]
+        return cached
 
     @staticmethod
     def now() -> dt.datetime:
         return dt.datetime.now(dt.UTC)
+
+
+def _has_side_effects(decision: Decision) -> bool:
+    """Whether acting on the decision changes anything but the migration's status."""
+    return any(isinstance(a, (CreateJob, DeleteJob, SetWorkloadImage)) for a in decision.actions)
+
+
+def _version(body: dict[str, Any]) -> int | None:
+    """The resourceVersion as a number, to tell which of two reads of one object is newer
+    (etcd's revision; when it is not a number, nothing is assumed and the cache is used)."""
+    try:
+        return int(str(body["metadata"].get("resourceVersion")))
+    except ValueError:
+        return None

@@ -79,14 +79,12 @@ def secret(spec: MigrationSpec, observed: Observed) -> Blocked | None:
         return Blocked(
             R.SECRET_NOT_FOUND,
             f"Secret {ref.name} (spec.database.urlFrom.secretKeyRef.name) not found",
-            recheck_after=RECHECK_SECONDS,
-        )
+        )  # no recheck timer: the operator watches Secrets, their events wake it
     if not observed.secret_has_key:
         return Blocked(
             R.SECRET_KEY_NOT_FOUND,
             f"Secret {ref.name} has no key {ref.key!r} "
             "(spec.database.urlFrom.secretKeyRef.key); no Job is created until it does",
-            recheck_after=RECHECK_SECONDS,
         )
     return None
 

@@ -53,6 +53,54 @@ def label_selector(selector: Mapping[str, Any]) -> str:
     return ",".join(parts)
 
 
+def _selector_terms(selector: str) -> Iterator[str]:
+    """The comma-separated terms of a selector string; commas inside `in (...)` do not split."""
+    depth, start = 0, 0
+    for at, char in enumerate(selector):
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            yield selector[start:at].strip()
+            start = at + 1
+    yield selector[start:].strip()
+
+
+def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
+    """Whether labels match a selector in the query-string form `label_selector` writes (and
+    the API server reads): `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`. The
+    empty selector matches everything, as on the API server. Raises `ValueError` on a term it
+    does not know, so that a caller never treats an unknown form as a match."""
+    for term in _selector_terms(selector):
+        if not term:
+            continue
+        if " notin " in term or " in " in term:
+            negate = " notin " in term
+            key, _, rest = term.partition(" notin " if negate else " in ")
+            values = {v.strip() for v in rest.strip().strip("()").split(",") if v.strip()}
+            present = key.strip() in labels and labels[key.strip()] in values
+            if present == negate:
+                return False
+        elif "!=" in term:
+            key, _, value = term.partition("!=")
+            if labels.get(key.strip()) == value.strip():
+                return False
+        elif "=" in term:
+            key, _, value = term.replace("==", "=").partition("=")
+            if labels.get(key.strip()) != value.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:].strip() in labels:
+                return False
+        elif term.replace("-", "").replace(".", "").replace("/", "").replace("_", "").isalnum():
+            if term not in labels:
+                return False
+        else:
+            raise ValueError(f"unsupported label selector term {term!r}")
+    return True
+
+
 class ClusterApi:
     """Typed verbs over `KubeClient`, in plain JSON."""
 
@@ -206,6 +254,7 @@ class ClusterApi:
         )
 
     # -- Secrets (get secrets; only key names leave this function, never a value) ------------
+    # (list and watch secrets: kopf's watch, controller/cache.py keeps key names only)
     def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
         """Whether the Secret has `key` (None: no such Secret). The Secret is read, but only
         the presence of the key is returned: the values are dropped here, never logged or kept."""

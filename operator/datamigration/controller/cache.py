@@ -1,0 +1,321 @@
+"""Reads served from the watches' caches, so that a migration that waits costs the API nothing.
+
+Why: every reconcile used to read the migration, its Jobs and their pods, the workload with its
+ReplicaSets and pods, the Secret and the namespace's other migrations from the API server: six
+requests or more for a migration that was only waiting, and a shared Deployment's event turned
+into thousands of them. kopf already watches every one of those kinds; its indexes
+(`@kopf.index`, registered in handlers.py with the `INDEXES` names) keep what the watches saw,
+and this module answers the reconciler's reads from them.
+
+What it guarantees:
+
+- Only complete caches answer. kopf fills every index from its initial LIST before it runs any
+  other handler; the cache is bound by the first handler call, so until then (a leader's resync
+  racing the operator's start) every read goes to the API server.
+- A read the caches cannot answer exactly goes to the API server: kinds without a watch (Argo
+  Rollouts, CronJobs and their Jobs, ControllerRevisions), a `Pods` selector, a selector form it
+  does not know. Nothing is ever guessed.
+- The caches decide nothing that acts: the reconciler decides again on live reads before any
+  side effect (controller/reconciler.py), and status writes carry the resourceVersion they were
+  decided on. A cache only lets the operator find out, for free, that nothing needs doing.
+- Thread-safe: kopf changes its indexes on the event loop; the reconciler reads from worker
+  threads, so each read hops to the loop and copies what it needs there.
+- Small: the Secret index keeps key names, never a value; Jobs keep metadata and status; pods
+  lose their volumes; nothing keeps `managedFields`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from datamigration.core.jobs import LABEL_MIGRATION_UID
+from datamigration.k8s.cluster import selector_matches
+from datamigration.k8s.protocol import JSON, OperatorApi
+
+T = TypeVar("T")
+
+#: The kopf index of each cached kind, by the name kopf passes it to handlers under.
+INDEXES = (
+    "cache_migrations",  # namespace -> DataMigration
+    "cache_jobs",  # (namespace, migration uid) -> Job of a migration
+    "cache_job_pods",  # (namespace, job-name) -> pod of a migration's Job
+    "cache_deployments",  # (namespace, name) -> Deployment
+    "cache_replicasets",  # namespace -> ReplicaSet
+    "cache_app_pods",  # namespace -> pod with a pod-template-hash (a ReplicaSet's)
+    "cache_revision_pods",  # namespace -> pod with a controller-revision-hash (STS, DS)
+    "cache_statefulsets",  # (namespace, name) -> StatefulSet
+    "cache_daemonsets",  # (namespace, name) -> DaemonSet
+    "cache_secrets",  # (namespace, name) -> the Secret's key names
+)
+HOP_TIMEOUT = 10.0
+
+
+class NotCached(Exception):
+    """The caches cannot answer this read exactly: ask the API server."""
+
+
+# -- what an index keeps of an object ------------------------------------------------------
+def _meta(body: Mapping[str, Any]) -> JSON:
+    meta = dict(body.get("metadata") or {})
+    meta.pop("managedFields", None)
+    return meta
+
+
+def slim(body: Mapping[str, Any]) -> JSON:
+    """The object as the API serves it, without `managedFields` (nothing here reads them)."""
+    kept = {k: v for k, v in body.items() if k != "metadata"}
+    kept["metadata"] = _meta(body)
+    return kept
+
+
+def slim_job(body: Mapping[str, Any]) -> JSON:
+    """A Job as `observe_job` reads it: metadata and status (its pod template stays out)."""
+    return {"metadata": _meta(body), "status": dict(body.get("status") or {})}
+
+
+def slim_pod(body: Mapping[str, Any]) -> JSON:
+    """A pod without its volumes (the rollout gates read containers, owners and status)."""
+    kept = slim(body)
+    spec = dict(kept.get("spec") or {})
+    spec.pop("volumes", None)
+    kept["spec"] = spec
+    return kept
+
+
+def secret_keys(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The key names of a Secret. Its values are dropped here, never kept nor logged."""
+    names = set(body.get("data") or {}) | set(body.get("stringData") or {})
+    return tuple(sorted(names))
+
+
+# -- the caches ----------------------------------------------------------------------------
+class WatchCache:
+    """kopf's indexes, once complete, read safely from any thread."""
+
+    def __init__(self) -> None:
+        self._indexes: Mapping[str, Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def bound(self) -> bool:
+        return self._indexes is not None
+
+    def bind(self, handler_kwargs: Mapping[str, Any]) -> None:
+        """Called from every handler (kopf runs none before the indexes are complete)."""
+        if self._indexes is None and all(name in handler_kwargs for name in INDEXES):
+            self._loop = asyncio.get_running_loop()
+            self._indexes = {name: handler_kwargs[name] for name in INDEXES}
+
+    def read(self, reader: Callable[[Mapping[str, Any]], T]) -> T:
+        """Run `reader` over the indexes on the event loop, where kopf changes them."""
+        indexes, loop = self._indexes, self._loop
+        if indexes is None or loop is None:
+            raise NotCached("the watch caches are not complete yet")
+        if _in_loop(loop):
+            return reader(indexes)
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(reader(indexes))
+            except BaseException as exc:  # handed to the waiting thread
+                done.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError as exc:  # the loop is closed: the process is stopping
+            raise NotCached(str(exc)) from None
+        try:
+            return done.result(timeout=HOP_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            raise NotCached("the event loop did not answer in time") from None
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:  # a worker thread
+        return False
+
+
+def _values(indexes: Mapping[str, Any], index: str, key: Any) -> list[Any]:
+    store = indexes[index].get(key)
+    return list(store) if store is not None else []
+
+
+def _one(indexes: Mapping[str, Any], index: str, key: Any) -> Any:
+    found = _values(indexes, index, key)
+    return found[0] if found else None
+
+
+def _matching(bodies: Iterable[JSON], selector: str) -> list[JSON]:
+    try:
+        return [b for b in bodies if selector_matches(selector, _labels(b))]
+    except ValueError as exc:
+        raise NotCached(str(exc)) from None
+
+
+def _labels(body: Mapping[str, Any]) -> Mapping[str, str]:
+    labels: Mapping[str, str] = (body.get("metadata") or {}).get("labels") or {}
+    return labels
+
+
+def _single_term(selector: str, key: str) -> str | None:
+    """The value of `key=value` when that is the whole selector."""
+    name, sep, value = selector.partition("=")
+    if sep and name == key and value and "," not in value and "=" not in value:
+        return value
+    return None
+
+
+#: The workload kinds whose object, ReplicaSets and pods the caches hold; the others (Argo
+#: Rollouts, CronJobs, a `Pods` selector) are read from the API server (`reader_for`).
+CACHED_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def reader_for(api: OperatorApi, kind: str) -> OperatorApi:
+    """Where to read a workload of this kind from: the caches hold only the pods of
+    ReplicaSets and controller revisions, so a selector of any other kind could match pods
+    they do not have."""
+    if isinstance(api, CachedApi) and kind not in CACHED_KINDS:
+        return api.live
+    return api
+
+
+class CachedApi:
+    """The operator's API (`OperatorApi`) with reads from the watch caches where they can
+    answer exactly, and from `live` otherwise; every write goes to `live`."""
+
+    def __init__(self, live: OperatorApi, cache: WatchCache) -> None:
+        self.live = live
+        self.cache = cache
+
+    # -- reads --------------------------------------------------------------------------
+    def get_migration(self, namespace: str, name: str) -> JSON | None:
+        def find(ix: Mapping[str, Any]) -> JSON | None:
+            for body in _values(ix, "cache_migrations", namespace):
+                if body["metadata"].get("name") == name:
+                    return dict(body)
+            return None
+
+        try:
+            return self.cache.read(find)
+        except NotCached:
+            return self.live.get_migration(namespace, name)
+
+    def list_migrations(
+        self, namespace: str | None = None, workload: str | None = None
+    ) -> list[JSON]:
+        if namespace is None or workload is not None:
+            return self.live.list_migrations(namespace, workload)
+        try:
+            return self.cache.read(lambda ix: _values(ix, "cache_migrations", namespace))
+        except NotCached:
+            return self.live.list_migrations(namespace, workload)
+
+    def list_jobs(self, namespace: str, selector: str) -> list[JSON]:
+        uid = _single_term(selector, LABEL_MIGRATION_UID)
+        try:
+            if uid is None:
+                raise NotCached(f"jobs by {selector!r}")
+            return self.cache.read(lambda ix: _values(ix, "cache_jobs", (namespace, uid)))
+        except NotCached:
+            return self.live.list_jobs(namespace, selector)
+
+    def list_pods(self, namespace: str, selector: str) -> list[JSON]:
+        job = _single_term(selector, "job-name")
+
+        def find(ix: Mapping[str, Any]) -> list[JSON]:
+            if job is not None:
+                return _values(ix, "cache_job_pods", (namespace, job))
+            if not selector:
+                raise NotCached("every pod of a namespace")
+            pods = {
+                p["metadata"].get("uid"): p
+                for index in ("cache_app_pods", "cache_revision_pods")
+                for p in _values(ix, index, namespace)
+            }
+            return _matching(pods.values(), selector)
+
+        try:
+            return self.cache.read(find)
+        except NotCached:
+            return self.live.list_pods(namespace, selector)
+
+    def get_deployment(self, namespace: str, name: str) -> JSON | None:
+        try:
+            found: JSON | None = self.cache.read(
+                lambda ix: _one(ix, "cache_deployments", (namespace, name))
+            )
+            return found
+        except NotCached:
+            return self.live.get_deployment(namespace, name)
+
+    def list_replicasets(self, namespace: str, selector: str) -> list[JSON]:
+        try:
+            return self.cache.read(
+                lambda ix: _matching(_values(ix, "cache_replicasets", namespace), selector)
+            )
+        except NotCached:
+            return self.live.list_replicasets(namespace, selector)
+
+    def get_workload(self, namespace: str, kind: str, name: str) -> JSON | None:
+        index = {"StatefulSet": "cache_statefulsets", "DaemonSet": "cache_daemonsets"}.get(kind)
+        try:
+            if index is None:
+                raise NotCached(f"{kind} has no watch")
+            found: JSON | None = self.cache.read(lambda ix: _one(ix, index, (namespace, name)))
+            return found
+        except NotCached:
+            return self.live.get_workload(namespace, kind, name)
+
+    def list_controller_revisions(self, namespace: str, selector: str) -> list[JSON]:
+        return self.live.list_controller_revisions(namespace, selector)
+
+    def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
+        """Only a Secret the cache holds with the key is answered from it: a missing Secret or
+        key is asked of the API server (a watch the RBAC does not allow would otherwise look
+        like a missing Secret). A migration waiting on its Secret has no timer: the Secret's
+        watch event wakes it, so this costs one request per wake-up, not per interval."""
+        try:
+            keys: tuple[str, ...] | None = self.cache.read(
+                lambda ix: _one(ix, "cache_secrets", (namespace, name))
+            )
+        except NotCached:
+            keys = None
+        if keys is not None and key in keys:
+            return True
+        return self.live.secret_has_key(namespace, name, key)
+
+    # -- writes (always to the API server) -----------------------------------------------
+    def patch_migration_status(
+        self, namespace: str, name: str, status: JSON, resource_version: str | None = None
+    ) -> JSON:
+        return self.live.patch_migration_status(namespace, name, status, resource_version)
+
+    def create_job(self, manifest: JSON) -> JSON:
+        return self.live.create_job(manifest)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        self.live.delete_job(namespace, name)
+
+    def set_container_image(
+        self, namespace: str, name: str, container: str, image: str, kind: str = "Deployment"
+    ) -> None:
+        self.live.set_container_image(namespace, name, container, image, kind)
+
+    def ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None:
+        self.live.ensure_runner_identity(namespace, account, cluster_role)
+
+    def post_event(
+        self,
+        involved: Mapping[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        name: str | None = None,
+    ) -> None:
+        self.live.post_event(involved, type_, reason, message, name)

@@ -1,0 +1,193 @@
+"""The watch caches (controller/cache.py): which reads they answer, from which thread, and
+which they leave to the API server; and the label selector matcher they filter with."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from datamigration.controller.cache import (
+    INDEXES,
+    CachedApi,
+    NotCached,
+    WatchCache,
+    reader_for,
+    secret_keys,
+    slim_job,
+    slim_pod,
+)
+from datamigration.k8s.cluster import label_selector, selector_matches
+
+JSON = dict[str, Any]
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "expected"),
+    [
+        ("", {}, True),
+        ("app=web", {"app": "web"}, True),
+        ("app=web", {"app": "api"}, False),
+        ("app==web", {"app": "web"}, True),
+        ("app!=web", {"app": "api"}, True),
+        ("app!=web", {"app": "web"}, False),
+        ("app=web,tier=front", {"app": "web"}, False),
+        ("app in (web,api)", {"app": "api"}, True),
+        ("app in (web,api),tier", {"app": "api"}, False),
+        ("app notin (web,api)", {"app": "db"}, True),
+        ("app notin (web,api)", {"app": "web"}, False),
+        ("app notin (web)", {}, True),
+        ("job-name", {"job-name": "x"}, True),
+        ("!canary", {"canary": "yes"}, False),
+        ("!canary", {}, True),
+    ],
+    ids=lambda v: repr(v),
+)
+def test_selector_matches_as_the_api_server_does(
+    selector: str, labels: dict[str, str], expected: bool
+) -> None:
+    assert selector_matches(selector, labels) is expected
+
+
+def test_selector_matches_what_label_selector_writes() -> None:
+    selector = {
+        "matchLabels": {"app": "web"},
+        "matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["a", "b"]},
+            {"key": "track", "operator": "NotIn", "values": ["canary"]},
+            {"key": "owner", "operator": "Exists"},
+            {"key": "legacy", "operator": "DoesNotExist"},
+        ],
+    }
+    written = label_selector(selector)
+    assert selector_matches(written, {"app": "web", "tier": "b", "owner": "x"})
+    assert not selector_matches(written, {"app": "web", "tier": "b", "owner": "x", "legacy": "1"})
+    assert not selector_matches(written, {"app": "web", "tier": "c", "owner": "x"})
+
+
+def test_an_unknown_selector_term_is_an_error_never_a_match() -> None:
+    with pytest.raises(ValueError, match="unsupported"):
+        selector_matches("app~web", {"app": "web"})
+
+
+def test_what_the_indexes_keep() -> None:
+    secret = {"metadata": {"name": "db"}, "data": {"url": "c2VjcmV0"}, "stringData": {"pw": "x"}}
+    assert secret_keys(secret) == ("pw", "url")
+    job = {
+        "metadata": {"name": "j", "managedFields": [{}]},
+        "spec": {"template": {}},
+        "status": {"active": 1},
+    }
+    assert slim_job(job) == {"metadata": {"name": "j"}, "status": {"active": 1}}
+    pod = {"metadata": {"name": "p"}, "spec": {"volumes": [{}], "containers": [{"name": "c"}]}}
+    assert slim_pod(pod)["spec"] == {"containers": [{"name": "c"}]}
+
+
+class LiveReads:
+    """The API server, for these tests: records which reads reached it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return None if name.startswith("get") or name == "secret_has_key" else []
+
+        return call
+
+
+def indexes() -> dict[str, Any]:
+    pod = {
+        "metadata": {
+            "name": "web-1",
+            "uid": "p1",
+            "labels": {"app": "web", "pod-template-hash": "h"},
+        }
+    }
+    other = {"metadata": {"name": "db-1", "uid": "p2", "labels": {"app": "db"}}}
+    found: dict[str, Any] = {name: {} for name in INDEXES}
+    found["cache_app_pods"] = {"shop": [pod, other]}
+    found["cache_revision_pods"] = {"shop": [pod]}  # one pod in two indexes: listed once
+    found["cache_deployments"] = {("shop", "web"): [{"metadata": {"name": "web"}}]}
+    found["cache_secrets"] = {("shop", "db"): [("url",)]}
+    found["cache_migrations"] = {"shop": [{"metadata": {"name": "m", "namespace": "shop"}}]}
+    found["cache_jobs"] = {("shop", "uid-1"): [{"metadata": {"name": "m-expand-1"}}]}
+    return found
+
+
+def test_reads_are_answered_from_the_caches_on_the_event_loop() -> None:
+    live = LiveReads()
+
+    async def scenario() -> list[Any]:
+        cache = WatchCache()
+        cache.bind(indexes())
+        api = CachedApi(live, cache)  # type: ignore[arg-type]
+
+        def from_a_worker_thread() -> list[Any]:
+            return [
+                [p["metadata"]["name"] for p in api.list_pods("shop", "app=web")],
+                api.get_deployment("shop", "web"),
+                api.secret_has_key("shop", "db", "url"),
+                api.get_migration("shop", "m"),
+                api.list_jobs("shop", "datamigration.dev/migration-uid=uid-1"),
+            ]
+
+        return await asyncio.to_thread(from_a_worker_thread)
+
+    pods, deployment, has_key, migration, jobs = asyncio.run(scenario())
+    assert pods == ["web-1"]
+    assert deployment == {"metadata": {"name": "web"}}
+    assert has_key is True and migration["metadata"]["name"] == "m"
+    assert [j["metadata"]["name"] for j in jobs] == ["m-expand-1"]
+    assert live.calls == []
+
+
+def test_what_the_caches_cannot_answer_exactly_goes_to_the_api_server() -> None:
+    live = LiveReads()
+
+    async def scenario() -> None:
+        cache = WatchCache()
+        cache.bind(indexes())
+        api = CachedApi(live, cache)  # type: ignore[arg-type]
+
+        def reads() -> None:
+            api.secret_has_key("shop", "db", "password")  # a missing key: asked, never assumed
+            api.secret_has_key("shop", "other", "url")  # a missing Secret: the same
+            api.get_workload("shop", "Rollout", "web")  # no watch
+            api.list_controller_revisions("shop", "app=web")  # no watch
+            api.list_jobs("shop", "")  # every Job (a CronJob's)
+            api.list_migrations(None)  # every namespace
+
+        await asyncio.to_thread(reads)
+
+    asyncio.run(scenario())
+    assert live.calls == [
+        "secret_has_key",
+        "secret_has_key",
+        "get_workload",
+        "list_controller_revisions",
+        "list_jobs",
+        "list_migrations",
+    ]
+
+
+def test_before_kopf_completes_the_indexes_every_read_goes_to_the_api_server() -> None:
+    live = LiveReads()
+    cache = WatchCache()
+    cache.bind({"cache_migrations": {}})  # a handler's kwargs without every index
+    assert not cache.bound
+    with pytest.raises(NotCached):
+        cache.read(lambda ix: ix)
+    CachedApi(live, cache).get_deployment("shop", "web")  # type: ignore[arg-type]
+    assert live.calls == ["get_deployment"]
+
+
+def test_workloads_of_kinds_without_a_watch_are_read_from_the_api_server() -> None:
+    live = LiveReads()
+    api = CachedApi(live, WatchCache())  # type: ignore[arg-type]
+    assert reader_for(api, "Deployment") is api
+    assert reader_for(api, "StatefulSet") is api
+    for kind in ("CronJob", "Rollout", "Pods"):
+        assert reader_for(api, kind) is live
