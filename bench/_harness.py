@@ -4,7 +4,8 @@ the note about background load.
 
 One harness, so the two benchmarks measure the same way: rows/s over the step's own duration as
 the ledger records it (process start-up excluded), writer latencies from when each write was due
-(no coordinated omission), percentiles computed the same way.
+(no coordinated omission, served by a small pool of connections as an application would),
+percentiles computed the same way.
 """
 
 from __future__ import annotations
