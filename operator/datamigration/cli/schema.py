@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -394,16 +396,19 @@ def _check_rules(
 ) -> None:
     """Evaluate every CEL rule on the node it is attached to (the API server does so even when
     the schema finds errors, so the verdicts add up)."""
-    where = _render(path)
-    for rule in schema.get("x-kubernetes-validations") or ():
-        problem = _evaluate(rule, value, path, report)
-        if problem is None:
-            continue
-        # A rule that cannot be evaluated over a malformed node (a required field missing) says
-        # nothing the schema error has not said.
-        malformed = any(b == where or b.startswith((where + ".", where + "[")) for b in bad)
-        if not (malformed and "could not be evaluated" in problem.message):
-            report.problems.append(problem)
+    rules = schema.get("x-kubernetes-validations") or ()
+    if rules:
+        where = _render(path)
+        node = _CelValue(value)  # converted once for every rule of this node
+        for rule in rules:
+            problem = _evaluate(rule, node, path, report)
+            if problem is None:
+                continue
+            # A rule that cannot be evaluated over a malformed node (a required field missing)
+            # says nothing the schema error has not said.
+            malformed = any(b == where or b.startswith((where + ".", where + "[")) for b in bad)
+            if not (malformed and "could not be evaluated" in problem.message):
+                report.problems.append(problem)
     if isinstance(value, Mapping):
         properties: Mapping[str, Any] = schema.get("properties") or {}
         extra = schema.get("additionalProperties")
@@ -416,7 +421,33 @@ def _check_rules(
             _check_rules(item, schema["items"], (*path, index), bad, report)
 
 
-def _evaluate(rule: Mapping[str, Any], value: Any, path: Path, report: Report) -> Problem | None:
+class _CelValue:
+    """One node of the object as CEL sees it (`self`), converted on first use and then shared
+    by every rule of the node; a node that cannot be converted gives every rule that error."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self._converted: Any = None
+        self._error: Exception | None = None
+        self._done = False
+
+    def get(self) -> Any:
+        if not self._done:
+            from celpy.adapter import json_to_cel
+
+            self._done = True
+            try:
+                self._converted = json_to_cel(self.value)
+            except Exception as exc:  # a value JSON has no type for (a YAML date...)
+                self._error = exc
+        if self._error is not None:
+            raise self._error
+        return self._converted
+
+
+def _evaluate(
+    rule: Mapping[str, Any], node: _CelValue, path: Path, report: Report
+) -> Problem | None:
     text = str(rule.get("rule", ""))
     where = _render(path) or "<root>"
     program = _program(text)
@@ -425,13 +456,12 @@ def _evaluate(rule: Mapping[str, Any], value: Any, path: Path, report: Report) -
         if note not in report.unchecked:
             report.unchecked.append(note)
         return None
-    from celpy.adapter import json_to_cel
     from celpy.celtypes import BoolType
 
     field_path = str(rule.get("fieldPath") or "")
     target = where + field_path if field_path.startswith((".", "[")) else where
     try:
-        verdict = program.evaluate({"self": json_to_cel(value)})
+        verdict = program.evaluate({"self": node.get()})
     except Exception as exc:  # celpy raises its own error types for no-such-key and the like
         return Problem(target, f"Invalid value: rule {text!r} could not be evaluated: {exc}", "cel")
     if isinstance(verdict, Exception):
@@ -446,16 +476,53 @@ def _evaluate(rule: Mapping[str, Any], value: Any, path: Path, report: Report) -
 
 @cache
 def _program(rule: str) -> Any:
-    """The compiled rule, or None when it cannot be evaluated offline."""
+    """The compiled rule (once per process), or None when it cannot be evaluated offline."""
     if "oldSelf" in rule:  # transition rules need the stored object
         return None
-    import celpy
-
-    environment = celpy.Environment()
+    environment = _environment()
     try:
         return environment.program(environment.compile(rule))
     except Exception:  # celpy's compile errors (CELParseError and others)
         return None
+
+
+@cache
+def _environment() -> Any:
+    """The one celpy Environment of the process.
+
+    Its parser is lark's LALR parser of the CEL grammar, whose table construction costs more
+    than everything else `lint` does with CEL (0.3 s): it is built with lark's own `cache`
+    option, so that lark stores the tables in `cel-parser.lark` under the cache root
+    ($DATAMIGRATION_CACHE, else $XDG_CACHE_HOME/datamigration-operator, else
+    ~/.cache/datamigration-operator, as hack/build-cluster-bins.sh) and later processes load them
+    instead. lark keys the file by the sha256 of the grammar, its options, lark's version and
+    Python's, and rebuilds on any mismatch or unreadable file; a cache root that cannot be
+    written only costs the build. The parser is celpy's own (its grammar and options): only
+    lark's `cache` argument is added."""
+    import celpy
+    from celpy import celparser
+
+    cache_file = _parser_cache_file()
+    if celparser.CELParser.CEL_PARSER is not None or cache_file is None:
+        return celpy.Environment()
+    build = vars(celparser)["Lark"]
+    setattr(celparser, "Lark", functools.partial(build, cache=cache_file))  # noqa: B010
+    try:
+        return celpy.Environment()
+    finally:
+        setattr(celparser, "Lark", build)  # noqa: B010
+
+
+def _parser_cache_file() -> str | None:
+    root = os.environ.get("DATAMIGRATION_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+        "datamigration-operator",
+    )
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    return os.path.join(root, "cel-parser.lark")
 
 
 def _schema_path(path: Path) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -548,6 +548,22 @@ _GUARDED_SETTINGS = {
 }
 _INT_TYPES = {"int4", "int2", "int", "integer", "smallint", "serial", "serial4", "smallserial"}
 _SERIAL = {"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"}
+# The style advice on a column's type, in the order it is given (`_Analyzer._column`);
+# prefer-text-field only for a varchar with a length.
+_STYLE_RULES: dict[str, tuple[str, ...]] = {
+    typename: tuple(
+        rule
+        for rule, applies in (
+            ("prefer-bigint", typename in _INT_TYPES),
+            ("prefer-identity", typename in _SERIAL),
+            ("prefer-text-field", typename == "varchar"),
+            ("prefer-timestamptz", typename == "timestamp"),
+            ("ban-char-field", typename == "bpchar"),
+        )
+        if applies
+    )
+    for typename in (*_INT_TYPES, *_SERIAL, "varchar", "timestamp", "bpchar")
+}
 _DROP_RULES = {
     "OBJECT_TABLE": "drop-table",
     "OBJECT_FOREIGN_TABLE": "drop-table",
@@ -667,15 +683,14 @@ class _Analyzer:
             if kind == "ExplainStmt" and not self._analyzes(body):
                 _, skip_until = _DECODER.raw_decode(tree, offset)
                 continue
-            handler = getattr(self, f"_{kind}", None)
+            handler = _HANDLERS.get(kind)
             if handler is not None:
-                handler(body, outer, depth)
+                handler(self, body, outer, depth)
         exclusive = self.exclusive_index
         if depth == 0 and exclusive is not None:
-            for later in range(exclusive + 1, len(statements)):
-                if _slow(statements.json(later)):
-                    self.hits.append(Hit("access-exclusive-then-more", statements.text(later)))
-                    break
+            later = _first_slow(statements, exclusive + 1)
+            if later is not None:
+                self.hits.append(Hit("access-exclusive-then-more", statements.text(later)))
 
     @property
     def own(self) -> str:
@@ -717,13 +732,14 @@ class _Analyzer:
     # creation ---------------------------------------------------------------------------------
     def _CreateStmt(self, body: Node, text: str, depth: int) -> None:
         relation = body.get("relation") or {}
+        key = _rel_key(relation)
         for element in body.get("tableElts") or ():
             column = element.get("ColumnDef")
             if column:
-                self._column(relation, column, text)
+                self._column(key, column, text)
         if relation.get("relpersistence") == "t" or body.get("if_not_exists"):
             return
-        self.step.created.add(_rel_key(relation))
+        self.step.created.add(key)
 
     def _CreateTableAsStmt(self, body: Node, text: str, depth: int) -> None:
         into = body.get("into") or {}
@@ -1085,7 +1101,7 @@ class _Analyzer:
                 self.hit("set-not-null", text)
         elif subtype == "AT_AddColumn":
             column = definition.get("ColumnDef") or {}
-            typename = self._column(relation, column, text)
+            typename = self._column((schema, table), column, text)
             if not new:
                 self._add_column(column, typename, text)
         elif subtype == "AT_AddConstraint":
@@ -1167,25 +1183,16 @@ class _Analyzer:
             return
         self.hit("alter-column-type", text)
 
-    def _column(self, relation: Node, column: Node, text: str) -> str:
+    def _column(self, relation: tuple[str, str], column: Node, text: str) -> str:
         """Remember a new column's type (for later type changes), give the style advice, and
-        return the type's name."""
-        schema, table = _rel_key(relation)
-        typename, typmods = _type_of(column)
-        self.step.phase.column_types[(schema, table, str(column.get("colname", "")))] = (
-            typename,
-            typmods,
-        )
-        if typename in _INT_TYPES:
-            self.hit("prefer-bigint", text)
-        if typename in _SERIAL:
-            self.hit("prefer-identity", text)
-        if typename == "varchar" and typmods:
-            self.hit("prefer-text-field", text)
-        if typename == "timestamp":
-            self.hit("prefer-timestamptz", text)
-        if typename == "bpchar":
-            self.hit("ban-char-field", text)
+        return the type's name. `relation` is the table's `_rel_key`."""
+        typename, typmods = found = _type_of(column)
+        self.step.phase.column_types[(*relation, str(column.get("colname", "")))] = found
+        advice = _STYLE_RULES.get(typename)
+        if advice:
+            for rule in advice:
+                if rule != "prefer-text-field" or typmods:  # varchar(n) only
+                    self.hit(rule, text)
         return typename
 
 
@@ -1194,23 +1201,41 @@ _SLOW_KINDS = re.compile(
     r"CreateTableAsStmt|DoStmt|CallStmt|RefreshMatViewStmt|ClusterStmt|VacuumStmt|ReindexStmt|"
     r'CopyStmt|ExecuteStmt)":'
 )
-_SLOW_ALTERS = ('"AT_ValidateConstraint"', '"AT_AlterColumnType"', '"AT_AddConstraint"')
+_SLOW_ALTERS = re.compile('"AT_ValidateConstraint"|"AT_AlterColumnType"|"AT_AddConstraint"')
+_ALTER_TABLE = '{"stmt":{"AlterTableStmt":'
 
 
-def _slow(statement_json: str) -> bool:
-    """A statement that may take long (reads or writes rows, builds, validates)."""
-    if _SLOW_KINDS.match(statement_json):
-        return True
-    return statement_json.startswith('{"stmt":{"AlterTableStmt":') and any(
-        marker in statement_json for marker in _SLOW_ALTERS
-    )
+def _first_slow(statements: _Statements, first: int) -> int | None:
+    """The index of the first top-level statement from `first` on that may take long (reads or
+    writes rows, builds, validates: a slow kind, or an ALTER TABLE that validates, adds a
+    constraint or changes a type), or None. Found by searching the JSON forward, not by
+    visiting every statement."""
+    tree, starts = statements.tree, statements.starts
+    if first >= len(starts):
+        return None
+    begin = starts[first]
+    found: int | None = None
+    kind = _SLOW_KINDS.search(tree, begin)  # `{"stmt":` opens a top-level statement only
+    if kind is not None:
+        found = bisect_right(starts, kind.start()) - 1
+    limit = starts[found] if found is not None else len(tree)
+    for marker in _SLOW_ALTERS.finditer(tree, begin, limit):
+        index = bisect_right(starts, marker.start()) - 1
+        if tree.startswith(_ALTER_TABLE, starts[index]):
+            return index
+    return found
 
 
 def _type_of(column: Node) -> tuple[str, tuple[int, ...]]:
+    """A column's type name (the last of its qualified name) and its integer modifiers."""
     type_name = column.get("typeName") or {}
-    names = _strings(type_name.get("names"))
-    mods = [_const(mod) for mod in type_name.get("typmods") or ()]
-    return (names[-1] if names else "", tuple(m for m in mods if isinstance(m, int)))
+    names = type_name.get("names")
+    name = str(names[-1].get("String", {}).get("sval", "")) if names else ""
+    typmods = type_name.get("typmods")
+    if not typmods:
+        return name, ()
+    mods = [_const(mod) for mod in typmods]
+    return name, tuple(m for m in mods if isinstance(m, int))
 
 
 def _coercible(old: tuple[str, tuple[int, ...]], new: tuple[str, tuple[int, ...]]) -> bool:
@@ -1263,3 +1288,7 @@ def _dollar_quote(code: str) -> str:
 _HANDLED = frozenset(
     name[1:] for name in dir(_Analyzer) if name.endswith("Stmt") and name[1:2].isupper()
 )
+#: node type -> its handler (`_<NodeType>`), looked up once rather than per node.
+_HANDLERS: dict[str, Callable[[_Analyzer, Node, str, int], None]] = {
+    kind: getattr(_Analyzer, f"_{kind}") for kind in (*_HANDLED, "FuncCall")
+}
