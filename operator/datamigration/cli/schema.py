@@ -129,7 +129,7 @@ def validate_manifest(document: Mapping[str, Any]) -> Report:
         status_only = {"status": document["status"]}
         report.problems += [p for e in structure.iter_errors(status_only) for p in _problems(e)]
     bad_paths = {p.path for p in report.problems if p.source == "schema"}
-    _check_rules(instance, schema, (), bad_paths, report)
+    _check_rules(instance, schema, (), bad_paths, report, verdicts={})
     report.problems = sorted(set(report.problems), key=lambda p: (_sort_key(p.path), p.message))
     return report
 
@@ -392,16 +392,23 @@ def _sort_key(path: str) -> tuple[Any, ...]:
 
 # -- x-kubernetes-validations (CEL) -------------------------------------------------------------
 def _check_rules(
-    value: Any, schema: Mapping[str, Any], path: Path, bad: set[str], report: Report
+    value: Any,
+    schema: Mapping[str, Any],
+    path: Path,
+    bad: set[str],
+    report: Report,
+    *,
+    verdicts: dict[tuple[str, str], _Outcome],
 ) -> None:
     """Evaluate every CEL rule on the node it is attached to (the API server does so even when
-    the schema finds errors, so the verdicts add up)."""
+    the schema finds errors, so the verdicts add up). `verdicts` holds the outcome of each rule
+    on what it reads of a node (`_reads`), for the other nodes of the same object."""
     rules = schema.get("x-kubernetes-validations") or ()
     if rules:
         where = _render(path)
         node = _CelValue(value)  # converted once for every rule of this node
         for rule in rules:
-            problem = _evaluate(rule, node, path, report)
+            problem = _evaluate(rule, node, path, report, verdicts)
             if problem is None:
                 continue
             # A rule that cannot be evaluated over a malformed node (a required field missing)
@@ -415,10 +422,10 @@ def _check_rules(
         for key, item in value.items():
             sub = properties.get(key) or (extra if isinstance(extra, Mapping) else None)
             if sub is not None:
-                _check_rules(item, sub, (*path, key), bad, report)
+                _check_rules(item, sub, (*path, key), bad, report, verdicts=verdicts)
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         for index, item in enumerate(value):
-            _check_rules(item, schema["items"], (*path, index), bad, report)
+            _check_rules(item, schema["items"], (*path, index), bad, report, verdicts=verdicts)
 
 
 class _CelValue:
@@ -445,8 +452,16 @@ class _CelValue:
         return self._converted
 
 
+#: What evaluating a rule gave: ("value", the verdict) or ("error", the exception raised).
+_Outcome = tuple[str, Any]
+
+
 def _evaluate(
-    rule: Mapping[str, Any], node: _CelValue, path: Path, report: Report
+    rule: Mapping[str, Any],
+    node: _CelValue,
+    path: Path,
+    report: Report,
+    verdicts: dict[tuple[str, str], _Outcome],
 ) -> Problem | None:
     text = str(rule.get("rule", ""))
     where = _render(path) or "<root>"
@@ -460,11 +475,17 @@ def _evaluate(
 
     field_path = str(rule.get("fieldPath") or "")
     target = where + field_path if field_path.startswith((".", "[")) else where
-    try:
-        verdict = program.evaluate({"self": node.get()})
-    except Exception as exc:  # celpy raises its own error types for no-such-key and the like
-        return Problem(target, f"Invalid value: rule {text!r} could not be evaluated: {exc}", "cel")
-    if isinstance(verdict, Exception):
+    key = _read_key(text, node)
+    outcome = verdicts.get((text, key)) if key is not None else None
+    if outcome is None:
+        try:
+            outcome = ("value", program.evaluate({"self": node.get()}))
+        except Exception as exc:  # celpy raises its own error types for no-such-key and the like
+            outcome = ("error", exc)
+        if key is not None:
+            verdicts[(text, key)] = outcome
+    kind, verdict = outcome
+    if kind == "error" or isinstance(verdict, Exception):
         return Problem(
             target, f"Invalid value: rule {text!r} could not be evaluated: {verdict}", "cel"
         )
@@ -472,6 +493,50 @@ def _evaluate(
         message = str(rule.get("message") or f"failed rule: {text}")
         return Problem(target, f"Invalid value: {message}", "cel")
     return None
+
+
+# What a rule reads of `self`, from its text: `self.field`, and `has(self.field)` (which reads
+# only whether the field is there). Conservative: a string literal or a comment that looks like
+# one of these only makes the rule read more.
+_SELF = re.compile(r"\bself\b")
+_SELF_FIELD = re.compile(r"\bself\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+_HAS_FIELD = re.compile(r"(?<![.\w])has\s*\(\s*self\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)")
+
+
+@cache
+def _reads(rule: str) -> tuple[frozenset[str], frozenset[str]] | None:
+    """`(fields whose value the rule reads, fields it only tests for presence)`, or None when
+    the rule reads `self` in another way (whole, indexed, as a macro's range...)."""
+    fields = _SELF_FIELD.findall(rule)
+    if len(fields) != len(_SELF.findall(rule)):
+        return None
+    tested = _HAS_FIELD.findall(rule)
+    read = frozenset(f for f in fields if fields.count(f) > tested.count(f))
+    return read, frozenset(fields) - read
+
+
+def _read_key(rule: str, node: _CelValue) -> str | None:
+    """What the rule reads of the node, as text: nodes with the same key get the same outcome
+    (the rule sees nothing else of them), so the rule is evaluated once per key. None (evaluate
+    every time) for a rule that reads `self` otherwise, a node that is not a map of JSON values,
+    or one celpy cannot convert."""
+    reads = _reads(rule)
+    if reads is None or not isinstance(node.value, Mapping):
+        return None
+    try:
+        node.get()
+    except Exception:  # the conversion's error is every rule's outcome: evaluate each
+        return None
+    read, tested = reads
+    seen = [
+        (field, value if field in read else None)  # presence only: not the value
+        for field, value in node.value.items()
+        if field in read or field in tested
+    ]
+    try:
+        return json.dumps(seen)
+    except (TypeError, ValueError):  # not JSON: compare nothing, evaluate
+        return None
 
 
 @cache
