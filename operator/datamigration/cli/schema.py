@@ -495,11 +495,12 @@ def _evaluate(
     return None
 
 
-# What a rule reads of `self`, from its text: `self.field`, and `has(self.field)` (which reads
-# only whether the field is there). Conservative: a string literal or a comment that looks like
-# one of these only makes the rule read more.
+# What a rule reads of `self`, from its text: `self.field` (not a macro or a method on self, such
+# as `self.all(...)`), and `has(self.field)`, which reads only whether the field is there.
+# Conservative: a string literal or a comment that looks like one of these only makes the rule
+# read more.
 _SELF = re.compile(r"\bself\b")
-_SELF_FIELD = re.compile(r"\bself\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
+_SELF_FIELD = re.compile(r"\bself\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()")
 _HAS_FIELD = re.compile(r"(?<![.\w])has\s*\(\s*self\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)")
 
 

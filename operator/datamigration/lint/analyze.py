@@ -26,7 +26,8 @@ from __future__ import annotations
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,10 +104,53 @@ def split_statements(sql: str) -> list[tuple[str, str]] | str:
     return [(statements.text(i), statements.json(i)) for i in range(len(statements))]
 
 
-def analyze_sql(sql: str, *, transactional: bool, scope: PhaseScope) -> list[Hit] | str:
-    """The rules the statements of one sql step break, in order; or the parser's message."""
+#: Below this much SQL in all, `ParseAhead` parses on the spot (a thread would cost more).
+PARSE_AHEAD_BYTES = 256 * 1024
+
+
+class ParseAhead:
+    """SQL texts parsed ahead of the lint, in order, in one background thread.
+
+    libpg_query releases the GIL while it parses: on a machine with a free core, the parsing of
+    a large spec costs no wall-clock time, since the lint decodes and checks one step while the
+    next is parsed. `tree(sql)` gives what `pglast.parser.parse_sql_json(sql)` gives (the same
+    JSON, or the same ParseError raised): a text not handed over up front, or handed over twice,
+    is parsed on the spot. Under `PARSE_AHEAD_BYTES` of SQL in all, no thread is started. Use it
+    as a context manager: leaving it drops what was not asked for."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self._pending: dict[str, Future[str]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        if sum(len(text) for text in texts) < PARSE_AHEAD_BYTES:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lint-parse")
+        for text in texts:
+            if text not in self._pending:
+                self._pending[text] = self._executor.submit(parser.parse_sql_json, text)
+
+    def tree(self, sql: str) -> str:
+        future = self._pending.pop(sql, None)
+        return parser.parse_sql_json(sql) if future is None else future.result()
+
+    def close(self) -> None:
+        self._pending.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> ParseAhead:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def analyze_sql(
+    sql: str, *, transactional: bool, scope: PhaseScope, ahead: ParseAhead | None = None
+) -> list[Hit] | str:
+    """The rules the statements of one sql step break, in order; or the parser's message.
+    `ahead` may hold the step's parse tree already."""
     try:
-        tree = parser.parse_sql_json(sql)
+        tree = parser.parse_sql_json(sql) if ahead is None else ahead.tree(sql)
     except ParseError as exc:
         return str(exc.args[0]) if exc.args else str(exc)
     analyzer = _Analyzer(_StepScope(scope, transactional))
@@ -1136,6 +1180,12 @@ class _Analyzer:
                 self.step.phase.checked_not_null.add((schema, table, fields[-1]))
 
     def _add_column(self, column: Node, typename: str, text: str) -> None:
+        if not column.get("constraints"):  # no NOT NULL, DEFAULT, IDENTITY, GENERATED, key
+            if typename in _SERIAL:
+                self.hit("add-column-volatile-default", text)
+            if typename == "json":
+                self.hit("prefer-jsonb", text)
+            return
         constraints = [c.get("Constraint", {}) for c in column.get("constraints") or ()]
         types = {c.get("contype") for c in constraints}
         serial = typename in _SERIAL
@@ -1186,11 +1236,13 @@ class _Analyzer:
     def _column(self, relation: tuple[str, str], column: Node, text: str) -> str:
         """Remember a new column's type (for later type changes), give the style advice, and
         return the type's name. `relation` is the table's `_rel_key`."""
-        typename, typmods = found = _type_of(column)
-        self.step.phase.column_types[(*relation, str(column.get("colname", "")))] = found
-        advice = _STYLE_RULES.get(typename)
-        if advice:
-            for rule in advice:
+        found = _type_of(column)
+        self.step.phase.column_types[(relation[0], relation[1], str(column.get("colname", "")))] = (
+            found
+        )
+        typename, typmods = found
+        if typename in _STYLE_RULES:
+            for rule in _STYLE_RULES[typename]:
                 if rule != "prefer-text-field" or typmods:  # varchar(n) only
                     self.hit(rule, text)
         return typename
@@ -1228,9 +1280,13 @@ def _first_slow(statements: _Statements, first: int) -> int | None:
 
 def _type_of(column: Node) -> tuple[str, tuple[int, ...]]:
     """A column's type name (the last of its qualified name) and its integer modifiers."""
-    type_name = column.get("typeName") or {}
-    names = type_name.get("names")
-    name = str(names[-1].get("String", {}).get("sval", "")) if names else ""
+    try:  # the usual shape, read directly
+        type_name = column["typeName"]
+        name = str(type_name["names"][-1]["String"]["sval"])
+    except (KeyError, IndexError, TypeError):  # anything else, field by field
+        type_name = column.get("typeName") or {}
+        names = type_name.get("names")
+        name = str(names[-1].get("String", {}).get("sval", "")) if names else ""
     typmods = type_name.get("typmods")
     if not typmods:
         return name, ()
