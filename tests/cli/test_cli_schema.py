@@ -794,9 +794,11 @@ def test_a_node_celpy_cannot_convert_shares_no_verdict() -> None:
     ]
 
 
-def test_the_cel_parser_tables_are_cached_between_processes(tmp_path: Path) -> None:
+def test_what_lint_computes_from_the_package_is_cached_between_processes(tmp_path: Path) -> None:
     doc = d.manifest()
     doc["spec"]["codeRollout"]["timeoutSecond"] = 600
+    doc["spec"]["expand"]["steps"][0]["transactional"] = False
+    doc["spec"]["expand"]["steps"][0]["command"] = {"image": "x", "command": ["a"]}
     manifest_file = write(tmp_path, doc)
     cache = tmp_path / "cache"
     env = {**os.environ, "DATAMIGRATION_CACHE": str(cache)}
@@ -810,16 +812,19 @@ def test_the_cel_parser_tables_are_cached_between_processes(tmp_path: Path) -> N
         return done.stdout
 
     first = lint()
-    tables = cache / "cel-parser.lark"
-    assert tables.is_file()
-    written = tables.stat().st_mtime_ns
-    assert lint() == first  # loaded, not rebuilt: the file is left as it was
-    assert tables.stat().st_mtime_ns == written
-    tables.write_bytes(b"not lark's tables\n")  # unreadable: rebuilt, same verdict
+    assert "Unknown field; did you mean timeoutSeconds?" in first
+    assert "a step has exactly one of sql, backfill, verify, command" in first  # a CEL rule
+    files = [cache / name for name in ("crd.pickle", "cel-rules.pickle", "cel-parser.lark")]
+    assert all(f.is_file() for f in files)
+    written = [f.stat().st_mtime_ns for f in files]
+    assert lint() == first  # loaded, not computed again: the files are left as they were
+    assert [f.stat().st_mtime_ns for f in files] == written
+    for f in files:
+        f.write_bytes(b"not what was stored\n")  # unreadable: computed again, same verdict
     assert lint() == first
-    assert tables.read_bytes() != b"not lark's tables\n"
+    assert all(f.read_bytes() != b"not what was stored\n" for f in files)
+    assert lint() == first
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     env["DATAMIGRATION_CACHE"] = str(blocked / "cache")  # a cache root that cannot be made
-    assert lint() == first  # only costs the build
-    assert "Unknown field; did you mean timeoutSeconds?" in first
+    assert lint() == first  # only costs the computation

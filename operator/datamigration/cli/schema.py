@@ -25,12 +25,16 @@ few levels deep, and descend into the object only where the schema does.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
 import functools
+import hashlib
 import json
 import os
+import pickle
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -79,8 +83,15 @@ def crd_text() -> bytes:
 
 @cache
 def crd() -> Mapping[str, Any]:
+    """The CRD, parsed (kept in the cache directory, keyed by the sha256 of its text)."""
+    text = crd_text()
+    key = hashlib.sha256(text).hexdigest()
+    stored = _load_cached(_CRD_FILE, key)
+    if isinstance(stored, Mapping):
+        return stored
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    loaded: Mapping[str, Any] = yaml.load(crd_text(), Loader=loader)  # noqa: S506 (a safe loader)
+    loaded: Mapping[str, Any] = yaml.load(text, Loader=loader)  # noqa: S506 (a safe loader)
+    _save_cached(_CRD_FILE, key, loaded)
     return loaded
 
 
@@ -130,6 +141,7 @@ def validate_manifest(document: Mapping[str, Any]) -> Report:
         report.problems += [p for e in structure.iter_errors(status_only) for p in _problems(e)]
     bad_paths = {p.path for p in report.problems if p.source == "schema"}
     _check_rules(instance, schema, (), bad_paths, report, verdicts={})
+    _save_compiled()
     report.problems = sorted(set(report.problems), key=lambda p: (_sort_key(p.path), p.message))
     return report
 
@@ -542,44 +554,116 @@ def _read_key(rule: str, node: _CelValue) -> str | None:
 
 @cache
 def _program(rule: str) -> Any:
-    """The compiled rule (once per process), or None when it cannot be evaluated offline."""
+    """The compiled rule (once per process, its parse tree kept in the cache directory), or
+    None when it cannot be evaluated offline."""
     if "oldSelf" in rule:  # transition rules need the stored object
         return None
     environment = _environment()
+    compiled = _compiled()
     try:
-        return environment.program(environment.compile(rule))
+        if rule not in compiled.trees:
+            compiled.trees[rule] = environment.compile(rule)
+            compiled.changed = True
+        return environment.program(compiled.trees[rule])
     except Exception:  # celpy's compile errors (CELParseError and others)
         return None
 
 
+@dataclass
+class _Compiled:
+    """The parse trees of CEL rules, by rule text (celpy's compile is lark's parse)."""
+
+    key: str
+    trees: dict[str, Any]
+    changed: bool = False
+
+
+@cache
+def _compiled() -> _Compiled:
+    """The rules compiled by earlier processes with the same celpy grammar and parser module,
+    lark and Python (the key), from the cache directory."""
+    import lark
+
+    digest = hashlib.sha256()
+    for source in ("cel.lark", "celparser.py"):  # the grammar, and how celpy drives lark
+        digest.update((resources.files("celpy") / source).read_bytes())
+    key = f"{digest.hexdigest()}/lark {lark.__version__}/python {sys.version.split()[0]}"
+    stored = _load_cached(_RULES_FILE, key)
+    return _Compiled(key, dict(stored) if isinstance(stored, dict) else {})
+
+
+def _save_compiled() -> None:
+    compiled = _compiled()
+    if compiled.changed:
+        _save_cached(_RULES_FILE, compiled.key, compiled.trees)
+        compiled.changed = False
+
+
 @cache
 def _environment() -> Any:
-    """The one celpy Environment of the process.
-
-    Its parser is lark's LALR parser of the CEL grammar, whose table construction costs more
-    than everything else `lint` does with CEL (0.3 s): it is built with lark's own `cache`
-    option, so that lark stores the tables in `cel-parser.lark` under the cache root
-    ($DATAMIGRATION_CACHE, else $XDG_CACHE_HOME/datamigration-operator, else
-    ~/.cache/datamigration-operator, as hack/build-cluster-bins.sh) and later processes load them
-    instead. lark keys the file by the sha256 of the grammar, its options, lark's version and
-    Python's, and rebuilds on any mismatch or unreadable file; a cache root that cannot be
-    written only costs the build. The parser is celpy's own (its grammar and options): only
-    lark's `cache` argument is added."""
+    """The one celpy Environment of the process, with celpy's own parser built only when a rule
+    must be compiled (`_LazyParser`): a process whose rules all come from the cache never
+    builds it."""
     import celpy
-    from celpy import celparser
 
-    cache_file = _parser_cache_file()
-    if celparser.CELParser.CEL_PARSER is not None or cache_file is None:
-        return celpy.Environment()
-    build = vars(celparser)["Lark"]
-    setattr(celparser, "Lark", functools.partial(build, cache=cache_file))  # noqa: B010
+    parser_class = vars(celpy)["CELParser"]
+    setattr(celpy, "CELParser", _LazyParser)  # noqa: B010 (what Environment() instantiates)
     try:
         return celpy.Environment()
     finally:
-        setattr(celparser, "Lark", build)  # noqa: B010
+        setattr(celpy, "CELParser", parser_class)  # noqa: B010
+
+
+class _LazyParser:
+    """Stands for celpy's CELParser in the Environment, and builds it on the first parse.
+
+    The parser is lark's LALR parser of the CEL grammar, whose table construction costs more
+    than everything else `lint` does with CEL (0.3 s): it is built with lark's own `cache`
+    option, so that lark stores the tables in `cel-parser.lark` in the cache directory and later
+    processes load them instead. lark keys the file by the sha256 of the grammar, its options,
+    lark's version and Python's, and rebuilds on any mismatch or unreadable file. The parser is
+    celpy's own (its grammar and options): only lark's `cache` argument is added."""
+
+    def __init__(self, tree_class: type) -> None:
+        self.tree_class = tree_class
+        self._parser: Any = None
+
+    def parse(self, text: str) -> Any:
+        if self._parser is None:
+            from celpy import celparser
+
+            cache_file = _parser_cache_file()
+            if celparser.CELParser.CEL_PARSER is not None or cache_file is None:
+                self._parser = celparser.CELParser(tree_class=self.tree_class)
+            else:
+                build = vars(celparser)["Lark"]
+                setattr(celparser, "Lark", functools.partial(build, cache=cache_file))  # noqa: B010
+                try:
+                    self._parser = celparser.CELParser(tree_class=self.tree_class)
+                finally:
+                    setattr(celparser, "Lark", build)  # noqa: B010
+        return self._parser.parse(text)
 
 
 def _parser_cache_file() -> str | None:
+    return _cache_file("cel-parser.lark")
+
+
+# -- the cache directory ------------------------------------------------------------------------
+# What one run of `lint` or `plan` computes from this package alone (the CRD parsed, the CEL
+# grammar's LALR tables, the rules' parse trees), later runs load: each file holds its key (the
+# sha256 and versions of what it was computed from) and is used only when the key is the one
+# this process computes; anything else (no file, another key, a file that does not load) is
+# computed again and the file rewritten (write then rename: a reader never sees half a file).
+# The files are pickles, read from the user's own cache directory (as lark reads its own cache).
+_CRD_FILE = "crd.pickle"
+_RULES_FILE = "cel-rules.pickle"
+
+
+def _cache_file(name: str) -> str | None:
+    """`name` under the cache root ($DATAMIGRATION_CACHE, else
+    $XDG_CACHE_HOME/datamigration-operator, else ~/.cache/datamigration-operator, as
+    hack/build-cluster-bins.sh), or None when the root cannot be made."""
     root = os.environ.get("DATAMIGRATION_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
         "datamigration-operator",
@@ -588,7 +672,38 @@ def _parser_cache_file() -> str | None:
         os.makedirs(root, mode=0o700, exist_ok=True)
     except OSError:
         return None
-    return os.path.join(root, "cel-parser.lark")
+    return os.path.join(root, name)
+
+
+def _load_cached(name: str, key: str) -> Any:
+    """What `_save_cached(name, key, value)` stored, or None."""
+    path = _cache_file(name)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as stored:
+            found_key, value = pickle.load(stored)  # noqa: S301 (the user's own cache files)
+    except Exception:  # no file, or one that does not load: computed again
+        return None
+    return value if found_key == key else None
+
+
+def _save_cached(name: str, key: str, value: Any) -> None:
+    path = _cache_file(name)
+    if path is None:
+        return
+    try:
+        data = pickle.dumps((key, value), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # something that does not pickle: not kept
+        return
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except OSError:  # a cache that cannot be written only costs the computation
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 def _schema_path(path: Path) -> str:
