@@ -546,10 +546,26 @@ def _read_key(rule: str, node: _CelValue) -> str | None:
         for field, value in node.value.items()
         if field in read or field in tested
     ]
+    if not _text_keys(seen):  # JSON would write the key 1 as "1": not the same to CEL
+        return None
     try:
         return json.dumps(seen)
     except (TypeError, ValueError):  # not JSON: compare nothing, evaluate
         return None
+
+
+def _text_keys(value: Any) -> bool:
+    """Every map in `value` has only string keys."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            if not all(isinstance(key, str) for key in item):
+                return False
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return True
 
 
 @cache
