@@ -85,21 +85,22 @@ class _StepScope:
         return relation is not None and _rel_key(relation) in self.created
 
 
-def parse_error(sql: str) -> str | None:
-    """The parser's message if PostgreSQL rejects `sql`, else None."""
+def parse_json(sql: str) -> tuple[str | None, str]:
+    """(libpg_query's JSON tree of `sql`, "") or (None, the parser's error message): parsed once,
+    for `split_statements` and `analyze_expression_sql` both."""
     try:
-        parser.parse_sql_json(sql)
+        return parser.parse_sql_json(sql), ""
     except ParseError as exc:
-        return str(exc.args[0]) if exc.args else str(exc)
-    return None
+        return None, str(exc.args[0]) if exc.args else str(exc)
 
 
-def split_statements(sql: str) -> list[tuple[str, str]] | str:
-    """(statement text, JSON of its node) pairs of a SQL text, or the parser's error message."""
-    try:
-        tree = parser.parse_sql_json(sql)
-    except ParseError as exc:
-        return str(exc.args[0]) if exc.args else str(exc)
+def split_statements(sql: str, tree: str | None = None) -> list[tuple[str, str]] | str:
+    """(statement text, JSON of its node) pairs of a SQL text, or the parser's error message.
+    `tree` is the text's JSON tree when the caller has it already (`parse_json`)."""
+    if tree is None:
+        tree, error = parse_json(sql)
+        if tree is None:
+            return error
     statements = _Statements(sql, tree)
     return [(statements.text(i), statements.json(i)) for i in range(len(statements))]
 
@@ -165,12 +166,13 @@ def analyze_sql(
     return hits
 
 
-def analyze_expression_sql(sql: str, scope: PhaseScope) -> list[Hit]:
-    """Rules broken inside a read-only query or expression (`SELECT setval(...)`...)."""
-    try:
-        tree = parser.parse_sql_json(sql)
-    except ParseError:
-        return []  # the caller reports unparseable input
+def analyze_expression_sql(sql: str, scope: PhaseScope, tree: str | None = None) -> list[Hit]:
+    """Rules broken inside a read-only query or expression (`SELECT setval(...)`...). `tree` is
+    the text's JSON tree when the caller has it already (`parse_json`)."""
+    if tree is None:
+        tree, _ = parse_json(sql)
+        if tree is None:
+            return []  # the caller reports unparseable input
     analyzer = _Analyzer(_StepScope(scope, transactional=False))
     try:
         analyzer.run(_Statements(sql, tree), depth=0, outer="")
@@ -741,16 +743,17 @@ class _Analyzer:
         """The text of the statement being looked at."""
         return self.statements.text(self.current)
 
-    def nested_sql(self, sql: str, shown: str, depth: int) -> None:
-        """Lint SQL found inside SQL (a function body, an EXECUTEd constant)."""
+    def nested_sql(self, sql: str, shown: str, depth: int, tree: str | None = None) -> None:
+        """Lint SQL found inside SQL (a function body, an EXECUTEd constant); `tree` is its JSON
+        tree when the caller has parsed it already."""
         if depth >= MAX_DEPTH:
             self.hit("dynamic-sql", shown, "SQL nested too deep to follow")
             return
-        try:
-            tree = parser.parse_sql_json(sql)
-        except ParseError as exc:
-            self.hit("unparseable-sql", shown, str(exc.args[0]) if exc.args else str(exc))
-            return
+        if tree is None:
+            tree, error = parse_json(sql)
+            if tree is None:
+                self.hit("unparseable-sql", shown, error)
+                return
         saved = self.statements, self.current, self.index
         self.run(_Statements(sql, tree), depth=depth, outer=shown)
         self.statements, self.current, self.index = saved
@@ -874,8 +877,9 @@ class _Analyzer:
             return
         # One parse for the whole body; if it fails, piece by piece to name the bad one.
         joined = ";\n".join(pieces)
-        if parse_error(joined) is None:
-            self.nested_sql(joined, text, depth + 1)
+        joined_tree, _ = parse_json(joined)
+        if joined_tree is not None:
+            self.nested_sql(joined, text, depth + 1, joined_tree)
         else:
             for piece in pieces:
                 self.nested_sql(piece, text, depth + 1)

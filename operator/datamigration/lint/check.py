@@ -35,6 +35,7 @@ from datamigration.lint.analyze import (
     PhaseScope,
     analyze_expression_sql,
     analyze_sql,
+    parse_json,
     split_statements,
 )
 from datamigration.lint.expressions import (
@@ -187,14 +188,17 @@ def _in_check(hit: Hit) -> Hit:
 def _query_hits(sql: str, shown: str, scope: PhaseScope, not_read_only: str) -> list[Hit]:
     """A read-only query (verify) or a wrapped expression (backfill): one SELECT, no writes,
     no row locks, no SELECT INTO, and no function with side effects."""
-    parsed = split_statements(sql)
+    tree, error = parse_json(sql)  # once, for the shape and for the rules
+    if tree is None:
+        return [Hit("unparseable-sql", shown, error)]
+    parsed = split_statements(sql, tree)
     if isinstance(parsed, str):
         return [Hit("unparseable-sql", shown, parsed)]
     if len(parsed) != 1 or not parsed[0][1].startswith('{"stmt":{"SelectStmt":'):
         return [Hit(not_read_only, shown)]
     if _NOT_READ_ONLY.search(parsed[0][1]):
         return [Hit(not_read_only, shown)]
-    return [Hit(hit.rule, shown, hit.detail) for hit in analyze_expression_sql(sql, scope)]
+    return [Hit(hit.rule, shown, hit.detail) for hit in analyze_expression_sql(sql, scope, tree)]
 
 
 def _check_allow(step: Step, path: str) -> tuple[frozenset[str], list[str]]:
