@@ -13,6 +13,7 @@ import copy
 import datetime as dt
 import json
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -824,6 +825,15 @@ def test_what_lint_computes_from_the_package_is_cached_between_processes(tmp_pat
     assert lint() == first
     assert all(f.read_bytes() != b"not what was stored\n" for f in files)
     assert lint() == first
+    # A file others may write is not loaded (a pickle is code): here, trees that would break
+    # every rule.
+    rules = cache / "cel-rules.pickle"
+    key, trees = pickle.loads(rules.read_bytes())  # noqa: S301 (written by this test run)
+    rules.write_bytes(pickle.dumps((key, dict.fromkeys(trees, "not a tree"))))
+    rules.chmod(0o666)
+    planted = rules.read_bytes()
+    assert lint() == first
+    assert rules.read_bytes() == planted  # neither loaded nor replaced
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     env["DATAMIGRATION_CACHE"] = str(blocked / "cache")  # a cache root that cannot be made

@@ -679,16 +679,27 @@ _RULES_FILE = "cel-rules.pickle"
 def _cache_file(name: str) -> str | None:
     """`name` under the cache root ($DATAMIGRATION_CACHE, else
     $XDG_CACHE_HOME/datamigration-operator, else ~/.cache/datamigration-operator, as
-    hack/build-cluster-bins.sh), or None when the root cannot be made."""
+    hack/build-cluster-bins.sh), or None when the root cannot be made, or when the root or the
+    file belongs to another user or others may write it (a pickle is code: only the user's own
+    files are loaded)."""
     root = os.environ.get("DATAMIGRATION_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
         "datamigration-operator",
     )
+    path = os.path.join(root, name)
     try:
         os.makedirs(root, mode=0o700, exist_ok=True)
+        if not _own(root) or (os.path.exists(path) and not _own(path)):
+            return None
     except OSError:
         return None
-    return os.path.join(root, name)
+    return path
+
+
+def _own(path: str) -> bool:
+    """`path` is this user's, and only this user may write it."""
+    found = os.stat(path)
+    return found.st_uid == os.geteuid() and not found.st_mode & 0o022
 
 
 def _load_cached(name: str, key: str) -> Any:
