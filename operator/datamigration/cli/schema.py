@@ -21,6 +21,13 @@ What it guarantees:
 
 Input must already be bounded (`cli.manifest`): the walks here recurse over the schema, which is a
 few levels deep, and descend into the object only where the schema does.
+
+Cost (`make bench-lint`): each rule is compiled once per process and evaluated once per distinct
+value of what it reads of a node (`_reads`: 50 steps that all have `sql` and nothing else cost
+one evaluation of each step rule, not 50), on the node converted to CEL once for all its rules.
+What depends on this package alone (the CRD parsed, the CEL grammar's parser tables, the rules'
+parse trees) is kept in the user's cache directory for the next run (`_cache_file`), keyed by
+what it comes from; a first run, or one without a writable cache, computes it (about 0.3 s).
 """
 
 from __future__ import annotations
@@ -662,7 +669,7 @@ class _LazyParser:
 
 
 def _parser_cache_file() -> str | None:
-    return _cache_file("cel-parser.lark")
+    return _cache_file("cel-parser.lark")  # lark's own format (a pickle too)
 
 
 # -- the cache directory ------------------------------------------------------------------------

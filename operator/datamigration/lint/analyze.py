@@ -13,7 +13,9 @@ ANALYZE`, a rule action, a `BEGIN ATOMIC` function body. Bodies that are strings
 parser are parsed in turn: PL/pgSQL `DO` blocks and functions with pglast's PL/pgSQL parser
 (each embedded statement and expression linted as SQL; `EXECUTE` of a constant string linted
 as SQL, of a built string reported as `dynamic-sql`), `LANGUAGE sql` bodies as SQL. Nesting is
-bounded (`MAX_DEPTH`); deeper is `dynamic-sql`.
+bounded (`MAX_DEPTH`); deeper is `dynamic-sql`. Each SQL text is parsed once; the texts of a
+large spec are parsed ahead in a background thread (`ParseAhead`: libpg_query releases the GIL),
+which gives the same trees.
 
 What a step may rely on: the new-table exemption (no lock hazard on a table nobody else uses)
 holds only for a table created earlier in the *same step*, in the same schema as written, not
