@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from datamigration.core.decide import Invalid
 from datamigration.core.errors import SpecError
+from datamigration.core.observed import Invalid  # not via core.decide: lint needs no decisions
 from datamigration.core.spec import JOB_PHASES, MigrationSpec, parse_spec
 from datamigration.core.steps import CommandStep
 from datamigration.lint import lint_spec

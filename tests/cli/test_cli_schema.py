@@ -10,10 +10,13 @@ verdict with the real API server's (server-side dry run with strict field valida
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 import os
+import pickle
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -742,3 +745,96 @@ def test_workload_and_workloads_are_exclusive_and_pods_never_apply() -> None:
     problems = [p.message for p in schema.validate_manifest(doc).problems]
     assert any("mode must be Observe" in m for m in problems), problems
     assert any("kind Pods takes selector" in m for m in problems), problems
+
+
+# -- CEL: the same verdicts, computed once ------------------------------------------------------
+def test_a_rule_reads_only_the_fields_it_names() -> None:
+    presence = "!has(self.transactional) || has(self.sql)"
+    assert schema._reads(presence) == (frozenset(), frozenset({"transactional", "sql"}))
+    value = "self.kind != 'Pods' || !has(self.mode) || self.mode == 'Observe'"
+    assert schema._reads(value) == (frozenset({"kind", "mode"}), frozenset())
+    nested = "!has(self.workload) || has(self.workload.image)"  # has() of a nested field
+    assert schema._reads(nested) == (frozenset({"workload"}), frozenset())
+    for whole in ["size(self) > 0", "self['a'] != ''", "self.all(k, k != 'x')", "self.size() > 1"]:
+        assert schema._reads(whole) is None, whole  # reads self otherwise: evaluated every time
+
+
+def test_each_node_gets_its_own_verdict_when_rules_are_evaluated_once() -> None:
+    doc = d.manifest()
+    doc["spec"]["expand"]["steps"] = [
+        {"name": "both-1", "sql": "SELECT 1", "command": {"image": "x", "command": ["a"]}},
+        {"name": "fine", "sql": "SELECT 2"},
+        {"name": "both-2", "sql": "SELECT 3", "command": {"image": "y", "command": ["b"]}},
+        {"name": "tx", "verify": {"query": "SELECT 1", "expect": 1}, "transactional": True},
+        {"name": "none"},
+    ]
+    found = [p for p in problems(doc) if "exactly one of" in p or "transactional" in p]
+    assert found == [
+        "spec.expand.steps[0]: Invalid value: a step has exactly one of sql, backfill, verify, "
+        "command",
+        "spec.expand.steps[2]: Invalid value: a step has exactly one of sql, backfill, verify, "
+        "command",
+        "spec.expand.steps[3]: Invalid value: transactional applies to sql steps only",
+        "spec.expand.steps[4]: Invalid value: a step has exactly one of sql, backfill, verify, "
+        "command",
+    ]
+
+
+def test_a_node_celpy_cannot_convert_shares_no_verdict() -> None:
+    # A YAML date is no JSON value: step a's rules cannot be evaluated (which its schema error
+    # already says), and neither that nor step b's pass, on what reads the same, leaks across.
+    doc = d.manifest()
+    doc["spec"]["expand"]["steps"] = [
+        {"name": "a", "sql": "SELECT 1", "lint": dt.date(2024, 1, 1)},
+        {"name": "b", "sql": "SELECT 1", "transactional": True},
+        {"name": "c", "transactional": True, "command": {"image": "x", "command": ["a"]}},
+    ]
+    assert problems(doc) == [
+        'spec.expand.steps[0].lint: Invalid value: "2024-01-01": must be of type object',
+        "spec.expand.steps[2]: Invalid value: transactional applies to sql steps only",
+    ]
+
+
+def test_what_lint_computes_from_the_package_is_cached_between_processes(tmp_path: Path) -> None:
+    doc = d.manifest()
+    doc["spec"]["codeRollout"]["timeoutSecond"] = 600
+    doc["spec"]["expand"]["steps"][0]["transactional"] = False
+    doc["spec"]["expand"]["steps"][0]["command"] = {"image": "x", "command": ["a"]}
+    manifest_file = write(tmp_path, doc)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "DATAMIGRATION_CACHE": str(cache)}
+    command = [str(Path(sys.executable).with_name("kubectl-datamigration")), "lint"]
+
+    def lint() -> str:
+        done = subprocess.run(
+            [*command, manifest_file], capture_output=True, text=True, env=env, check=False
+        )
+        assert done.returncode == 1 and not done.stderr, done.stderr
+        return done.stdout
+
+    first = lint()
+    assert "Unknown field; did you mean timeoutSeconds?" in first
+    assert "a step has exactly one of sql, backfill, verify, command" in first  # a CEL rule
+    files = [cache / name for name in ("crd.pickle", "cel-rules.pickle", "cel-parser.lark")]
+    assert all(f.is_file() for f in files)
+    written = [f.stat().st_mtime_ns for f in files]
+    assert lint() == first  # loaded, not computed again: the files are left as they were
+    assert [f.stat().st_mtime_ns for f in files] == written
+    for f in files:
+        f.write_bytes(b"not what was stored\n")  # unreadable: computed again, same verdict
+    assert lint() == first
+    assert all(f.read_bytes() != b"not what was stored\n" for f in files)
+    assert lint() == first
+    # A file others may write is not loaded (a pickle is code): here, trees that would break
+    # every rule.
+    rules = cache / "cel-rules.pickle"
+    key, trees = pickle.loads(rules.read_bytes())  # noqa: S301 (written by this test run)
+    rules.write_bytes(pickle.dumps((key, dict.fromkeys(trees, "not a tree"))))
+    rules.chmod(0o666)
+    planted = rules.read_bytes()
+    assert lint() == first
+    assert rules.read_bytes() == planted  # neither loaded nor replaced
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    env["DATAMIGRATION_CACHE"] = str(blocked / "cache")  # a cache root that cannot be made
+    assert lint() == first  # only costs the computation

@@ -21,14 +21,27 @@ What it guarantees:
 
 Input must already be bounded (`cli.manifest`): the walks here recurse over the schema, which is a
 few levels deep, and descend into the object only where the schema does.
+
+Cost (`make bench-lint`): each rule is compiled once per process and evaluated once per distinct
+value of what it reads of a node (`_reads`: 50 steps that all have `sql` and nothing else cost
+one evaluation of each step rule, not 50), on the node converted to CEL once for all its rules.
+What depends on this package alone (the CRD parsed, the CEL grammar's parser tables, the rules'
+parse trees) is kept in the user's cache directory for the next run (`_cache_file`), keyed by
+what it comes from; a first run, or one without a writable cache, computes it (about 0.3 s).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import difflib
+import functools
+import hashlib
 import json
+import os
+import pickle
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -77,8 +90,15 @@ def crd_text() -> bytes:
 
 @cache
 def crd() -> Mapping[str, Any]:
+    """The CRD, parsed (kept in the cache directory, keyed by the sha256 of its text)."""
+    text = crd_text()
+    key = hashlib.sha256(text).hexdigest()
+    stored = _load_cached(_CRD_FILE, key)
+    if isinstance(stored, Mapping):
+        return stored
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    loaded: Mapping[str, Any] = yaml.load(crd_text(), Loader=loader)  # noqa: S506 (a safe loader)
+    loaded: Mapping[str, Any] = yaml.load(text, Loader=loader)  # noqa: S506 (a safe loader)
+    _save_cached(_CRD_FILE, key, loaded)
     return loaded
 
 
@@ -127,7 +147,8 @@ def validate_manifest(document: Mapping[str, Any]) -> Report:
         status_only = {"status": document["status"]}
         report.problems += [p for e in structure.iter_errors(status_only) for p in _problems(e)]
     bad_paths = {p.path for p in report.problems if p.source == "schema"}
-    _check_rules(instance, schema, (), bad_paths, report)
+    _check_rules(instance, schema, (), bad_paths, report, verdicts={})
+    _save_compiled()
     report.problems = sorted(set(report.problems), key=lambda p: (_sort_key(p.path), p.message))
     return report
 
@@ -390,33 +411,77 @@ def _sort_key(path: str) -> tuple[Any, ...]:
 
 # -- x-kubernetes-validations (CEL) -------------------------------------------------------------
 def _check_rules(
-    value: Any, schema: Mapping[str, Any], path: Path, bad: set[str], report: Report
+    value: Any,
+    schema: Mapping[str, Any],
+    path: Path,
+    bad: set[str],
+    report: Report,
+    *,
+    verdicts: dict[tuple[str, str], _Outcome],
 ) -> None:
     """Evaluate every CEL rule on the node it is attached to (the API server does so even when
-    the schema finds errors, so the verdicts add up)."""
-    where = _render(path)
-    for rule in schema.get("x-kubernetes-validations") or ():
-        problem = _evaluate(rule, value, path, report)
-        if problem is None:
-            continue
-        # A rule that cannot be evaluated over a malformed node (a required field missing) says
-        # nothing the schema error has not said.
-        malformed = any(b == where or b.startswith((where + ".", where + "[")) for b in bad)
-        if not (malformed and "could not be evaluated" in problem.message):
-            report.problems.append(problem)
+    the schema finds errors, so the verdicts add up). `verdicts` holds the outcome of each rule
+    on what it reads of a node (`_reads`), for the other nodes of the same object."""
+    rules = schema.get("x-kubernetes-validations") or ()
+    if rules:
+        where = _render(path)
+        node = _CelValue(value)  # converted once for every rule of this node
+        for rule in rules:
+            problem = _evaluate(rule, node, path, report, verdicts)
+            if problem is None:
+                continue
+            # A rule that cannot be evaluated over a malformed node (a required field missing)
+            # says nothing the schema error has not said.
+            malformed = any(b == where or b.startswith((where + ".", where + "[")) for b in bad)
+            if not (malformed and "could not be evaluated" in problem.message):
+                report.problems.append(problem)
     if isinstance(value, Mapping):
         properties: Mapping[str, Any] = schema.get("properties") or {}
         extra = schema.get("additionalProperties")
         for key, item in value.items():
             sub = properties.get(key) or (extra if isinstance(extra, Mapping) else None)
             if sub is not None:
-                _check_rules(item, sub, (*path, key), bad, report)
+                _check_rules(item, sub, (*path, key), bad, report, verdicts=verdicts)
     elif isinstance(value, list) and isinstance(schema.get("items"), Mapping):
         for index, item in enumerate(value):
-            _check_rules(item, schema["items"], (*path, index), bad, report)
+            _check_rules(item, schema["items"], (*path, index), bad, report, verdicts=verdicts)
 
 
-def _evaluate(rule: Mapping[str, Any], value: Any, path: Path, report: Report) -> Problem | None:
+class _CelValue:
+    """One node of the object as CEL sees it (`self`), converted on first use and then shared
+    by every rule of the node; a node that cannot be converted gives every rule that error."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self._converted: Any = None
+        self._error: Exception | None = None
+        self._done = False
+
+    def get(self) -> Any:
+        if not self._done:
+            from celpy.adapter import json_to_cel
+
+            self._done = True
+            try:
+                self._converted = json_to_cel(self.value)
+            except Exception as exc:  # a value JSON has no type for (a YAML date...)
+                self._error = exc
+        if self._error is not None:
+            raise self._error
+        return self._converted
+
+
+#: What evaluating a rule gave: ("value", the verdict) or ("error", the exception raised).
+_Outcome = tuple[str, Any]
+
+
+def _evaluate(
+    rule: Mapping[str, Any],
+    node: _CelValue,
+    path: Path,
+    report: Report,
+    verdicts: dict[tuple[str, str], _Outcome],
+) -> Problem | None:
     text = str(rule.get("rule", ""))
     where = _render(path) or "<root>"
     program = _program(text)
@@ -425,16 +490,21 @@ def _evaluate(rule: Mapping[str, Any], value: Any, path: Path, report: Report) -
         if note not in report.unchecked:
             report.unchecked.append(note)
         return None
-    from celpy.adapter import json_to_cel
     from celpy.celtypes import BoolType
 
     field_path = str(rule.get("fieldPath") or "")
     target = where + field_path if field_path.startswith((".", "[")) else where
-    try:
-        verdict = program.evaluate({"self": json_to_cel(value)})
-    except Exception as exc:  # celpy raises its own error types for no-such-key and the like
-        return Problem(target, f"Invalid value: rule {text!r} could not be evaluated: {exc}", "cel")
-    if isinstance(verdict, Exception):
+    key = _read_key(text, node)
+    outcome = verdicts.get((text, key)) if key is not None else None
+    if outcome is None:
+        try:
+            outcome = ("value", program.evaluate({"self": node.get()}))
+        except Exception as exc:  # celpy raises its own error types for no-such-key and the like
+            outcome = ("error", exc)
+        if key is not None:
+            verdicts[(text, key)] = outcome
+    kind, verdict = outcome
+    if kind == "error" or isinstance(verdict, Exception):
         return Problem(
             target, f"Invalid value: rule {text!r} could not be evaluated: {verdict}", "cel"
         )
@@ -444,18 +514,230 @@ def _evaluate(rule: Mapping[str, Any], value: Any, path: Path, report: Report) -
     return None
 
 
+# What a rule reads of `self`, from its text: `self.field` (not a macro or a method on self, such
+# as `self.all(...)`), and `has(self.field)`, which reads only whether the field is there.
+# Conservative: a string literal or a comment that looks like one of these only makes the rule
+# read more.
+_SELF = re.compile(r"\bself\b")
+_SELF_FIELD = re.compile(r"\bself\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\b(?!\s*\()")
+_HAS_FIELD = re.compile(r"(?<![.\w])has\s*\(\s*self\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)")
+
+
+@cache
+def _reads(rule: str) -> tuple[frozenset[str], frozenset[str]] | None:
+    """`(fields whose value the rule reads, fields it only tests for presence)`, or None when
+    the rule reads `self` in another way (whole, indexed, as a macro's range...)."""
+    fields = _SELF_FIELD.findall(rule)
+    if len(fields) != len(_SELF.findall(rule)):
+        return None
+    tested = _HAS_FIELD.findall(rule)
+    read = frozenset(f for f in fields if fields.count(f) > tested.count(f))
+    return read, frozenset(fields) - read
+
+
+def _read_key(rule: str, node: _CelValue) -> str | None:
+    """What the rule reads of the node, as text: nodes with the same key get the same outcome
+    (the rule sees nothing else of them), so the rule is evaluated once per key. None (evaluate
+    every time) for a rule that reads `self` otherwise, a node that is not a map of JSON values,
+    or one celpy cannot convert."""
+    reads = _reads(rule)
+    if reads is None or not isinstance(node.value, Mapping):
+        return None
+    try:
+        node.get()
+    except Exception:  # the conversion's error is every rule's outcome: evaluate each
+        return None
+    read, tested = reads
+    seen = [
+        (field, value if field in read else None)  # presence only: not the value
+        for field, value in node.value.items()
+        if field in read or field in tested
+    ]
+    if not _text_keys(seen):  # JSON would write the key 1 as "1": not the same to CEL
+        return None
+    try:
+        return json.dumps(seen)
+    except (TypeError, ValueError):  # not JSON: compare nothing, evaluate
+        return None
+
+
+def _text_keys(value: Any) -> bool:
+    """Every map in `value` has only string keys."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            if not all(isinstance(key, str) for key in item):
+                return False
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return True
+
+
 @cache
 def _program(rule: str) -> Any:
-    """The compiled rule, or None when it cannot be evaluated offline."""
+    """The compiled rule (once per process, its parse tree kept in the cache directory), or
+    None when it cannot be evaluated offline."""
     if "oldSelf" in rule:  # transition rules need the stored object
         return None
-    import celpy
-
-    environment = celpy.Environment()
+    environment = _environment()
+    compiled = _compiled()
     try:
-        return environment.program(environment.compile(rule))
+        if rule not in compiled.trees:
+            compiled.trees[rule] = environment.compile(rule)
+            compiled.changed = True
+        return environment.program(compiled.trees[rule])
     except Exception:  # celpy's compile errors (CELParseError and others)
         return None
+
+
+@dataclass
+class _Compiled:
+    """The parse trees of CEL rules, by rule text (celpy's compile is lark's parse)."""
+
+    key: str
+    trees: dict[str, Any]
+    changed: bool = False
+
+
+@cache
+def _compiled() -> _Compiled:
+    """The rules compiled by earlier processes with the same celpy grammar and parser module,
+    lark and Python (the key), from the cache directory."""
+    import lark
+
+    digest = hashlib.sha256()
+    for source in ("cel.lark", "celparser.py"):  # the grammar, and how celpy drives lark
+        digest.update((resources.files("celpy") / source).read_bytes())
+    key = f"{digest.hexdigest()}/lark {lark.__version__}/python {sys.version.split()[0]}"
+    stored = _load_cached(_RULES_FILE, key)
+    return _Compiled(key, dict(stored) if isinstance(stored, dict) else {})
+
+
+def _save_compiled() -> None:
+    compiled = _compiled()
+    if compiled.changed:
+        _save_cached(_RULES_FILE, compiled.key, compiled.trees)
+        compiled.changed = False
+
+
+@cache
+def _environment() -> Any:
+    """The one celpy Environment of the process, with celpy's own parser built only when a rule
+    must be compiled (`_LazyParser`): a process whose rules all come from the cache never
+    builds it."""
+    import celpy
+
+    parser_class = vars(celpy)["CELParser"]
+    setattr(celpy, "CELParser", _LazyParser)  # noqa: B010 (what Environment() instantiates)
+    try:
+        return celpy.Environment()
+    finally:
+        setattr(celpy, "CELParser", parser_class)  # noqa: B010
+
+
+class _LazyParser:
+    """Stands for celpy's CELParser in the Environment, and builds it on the first parse.
+
+    The parser is lark's LALR parser of the CEL grammar, whose table construction costs more
+    than everything else `lint` does with CEL (0.3 s): it is built with lark's own `cache`
+    option, so that lark stores the tables in `cel-parser.lark` in the cache directory and later
+    processes load them instead. lark keys the file by the sha256 of the grammar, its options,
+    lark's version and Python's, and rebuilds on any mismatch or unreadable file. The parser is
+    celpy's own (its grammar and options): only lark's `cache` argument is added."""
+
+    def __init__(self, tree_class: type) -> None:
+        self.tree_class = tree_class
+        self._parser: Any = None
+
+    def parse(self, text: str) -> Any:
+        if self._parser is None:
+            from celpy import celparser
+
+            cache_file = _parser_cache_file()
+            if celparser.CELParser.CEL_PARSER is not None or cache_file is None:
+                self._parser = celparser.CELParser(tree_class=self.tree_class)
+            else:
+                build = vars(celparser)["Lark"]
+                setattr(celparser, "Lark", functools.partial(build, cache=cache_file))  # noqa: B010
+                try:
+                    self._parser = celparser.CELParser(tree_class=self.tree_class)
+                finally:
+                    setattr(celparser, "Lark", build)  # noqa: B010
+        return self._parser.parse(text)
+
+
+def _parser_cache_file() -> str | None:
+    return _cache_file("cel-parser.lark")  # lark's own format (a pickle too)
+
+
+# -- the cache directory ------------------------------------------------------------------------
+# What one run of `lint` or `plan` computes from this package alone (the CRD parsed, the CEL
+# grammar's LALR tables, the rules' parse trees), later runs load: each file holds its key (the
+# sha256 and versions of what it was computed from) and is used only when the key is the one
+# this process computes; anything else (no file, another key, a file that does not load) is
+# computed again and the file rewritten (write then rename: a reader never sees half a file).
+# The files are pickles, read from the user's own cache directory (as lark reads its own cache).
+_CRD_FILE = "crd.pickle"
+_RULES_FILE = "cel-rules.pickle"
+
+
+def _cache_file(name: str) -> str | None:
+    """`name` under the cache root ($DATAMIGRATION_CACHE, else
+    $XDG_CACHE_HOME/datamigration-operator, else ~/.cache/datamigration-operator, as
+    hack/build-cluster-bins.sh), or None when the root cannot be made, or when the root or the
+    file belongs to another user or others may write it (a pickle is code: only the user's own
+    files are loaded)."""
+    root = os.environ.get("DATAMIGRATION_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+        "datamigration-operator",
+    )
+    path = os.path.join(root, name)
+    try:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        if not _own(root) or (os.path.exists(path) and not _own(path)):
+            return None
+    except OSError:
+        return None
+    return path
+
+
+def _own(path: str) -> bool:
+    """`path` is this user's, and only this user may write it."""
+    found = os.stat(path)
+    return found.st_uid == os.geteuid() and not found.st_mode & 0o022
+
+
+def _load_cached(name: str, key: str) -> Any:
+    """What `_save_cached(name, key, value)` stored, or None."""
+    path = _cache_file(name)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as stored:
+            found_key, value = pickle.load(stored)  # noqa: S301 (the user's own cache files)
+    except Exception:  # no file, or one that does not load: computed again
+        return None
+    return value if found_key == key else None
+
+
+def _save_cached(name: str, key: str, value: Any) -> None:
+    path = _cache_file(name)
+    if path is None:
+        return
+    try:
+        data = pickle.dumps((key, value), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # something that does not pickle: not kept
+        return
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)
+    except OSError:  # a cache that cannot be written only costs the computation
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 def _schema_path(path: Path) -> str:

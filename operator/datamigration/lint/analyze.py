@@ -13,7 +13,9 @@ ANALYZE`, a rule action, a `BEGIN ATOMIC` function body. Bodies that are strings
 parser are parsed in turn: PL/pgSQL `DO` blocks and functions with pglast's PL/pgSQL parser
 (each embedded statement and expression linted as SQL; `EXECUTE` of a constant string linted
 as SQL, of a built string reported as `dynamic-sql`), `LANGUAGE sql` bodies as SQL. Nesting is
-bounded (`MAX_DEPTH`); deeper is `dynamic-sql`.
+bounded (`MAX_DEPTH`); deeper is `dynamic-sql`. Each SQL text is parsed once; the texts of a
+large spec are parsed ahead in a background thread (`ParseAhead`: libpg_query releases the GIL),
+which gives the same trees.
 
 What a step may rely on: the new-table exemption (no lock hazard on a table nobody else uses)
 holds only for a table created earlier in the *same step*, in the same schema as written, not
@@ -26,7 +28,8 @@ from __future__ import annotations
 import json
 import re
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,29 +87,73 @@ class _StepScope:
         return relation is not None and _rel_key(relation) in self.created
 
 
-def parse_error(sql: str) -> str | None:
-    """The parser's message if PostgreSQL rejects `sql`, else None."""
+def parse_json(sql: str) -> tuple[str | None, str]:
+    """(libpg_query's JSON tree of `sql`, "") or (None, the parser's error message): parsed once,
+    for `split_statements` and `analyze_expression_sql` both."""
     try:
-        parser.parse_sql_json(sql)
+        return parser.parse_sql_json(sql), ""
     except ParseError as exc:
-        return str(exc.args[0]) if exc.args else str(exc)
-    return None
+        return None, str(exc.args[0]) if exc.args else str(exc)
 
 
-def split_statements(sql: str) -> list[tuple[str, str]] | str:
-    """(statement text, JSON of its node) pairs of a SQL text, or the parser's error message."""
-    try:
-        tree = parser.parse_sql_json(sql)
-    except ParseError as exc:
-        return str(exc.args[0]) if exc.args else str(exc)
+def split_statements(sql: str, tree: str | None = None) -> list[tuple[str, str]] | str:
+    """(statement text, JSON of its node) pairs of a SQL text, or the parser's error message.
+    `tree` is the text's JSON tree when the caller has it already (`parse_json`)."""
+    if tree is None:
+        tree, error = parse_json(sql)
+        if tree is None:
+            return error
     statements = _Statements(sql, tree)
     return [(statements.text(i), statements.json(i)) for i in range(len(statements))]
 
 
-def analyze_sql(sql: str, *, transactional: bool, scope: PhaseScope) -> list[Hit] | str:
-    """The rules the statements of one sql step break, in order; or the parser's message."""
+#: Below this much SQL in all, `ParseAhead` parses on the spot (a thread would cost more).
+PARSE_AHEAD_BYTES = 256 * 1024
+
+
+class ParseAhead:
+    """SQL texts parsed ahead of the lint, in order, in one background thread.
+
+    libpg_query releases the GIL while it parses: on a machine with a free core, the parsing of
+    a large spec costs no wall-clock time, since the lint decodes and checks one step while the
+    next is parsed. `tree(sql)` gives what `pglast.parser.parse_sql_json(sql)` gives (the same
+    JSON, or the same ParseError raised): a text not handed over up front, or handed over twice,
+    is parsed on the spot. Under `PARSE_AHEAD_BYTES` of SQL in all, no thread is started. Use it
+    as a context manager: leaving it drops what was not asked for."""
+
+    def __init__(self, texts: Sequence[str]) -> None:
+        self._pending: dict[str, Future[str]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        if sum(len(text) for text in texts) < PARSE_AHEAD_BYTES:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lint-parse")
+        for text in texts:
+            if text not in self._pending:
+                self._pending[text] = self._executor.submit(parser.parse_sql_json, text)
+
+    def tree(self, sql: str) -> str:
+        future = self._pending.pop(sql, None)
+        return parser.parse_sql_json(sql) if future is None else future.result()
+
+    def close(self) -> None:
+        self._pending.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> ParseAhead:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def analyze_sql(
+    sql: str, *, transactional: bool, scope: PhaseScope, ahead: ParseAhead | None = None
+) -> list[Hit] | str:
+    """The rules the statements of one sql step break, in order; or the parser's message.
+    `ahead` may hold the step's parse tree already."""
     try:
-        tree = parser.parse_sql_json(sql)
+        tree = parser.parse_sql_json(sql) if ahead is None else ahead.tree(sql)
     except ParseError as exc:
         return str(exc.args[0]) if exc.args else str(exc)
     analyzer = _Analyzer(_StepScope(scope, transactional))
@@ -121,12 +168,13 @@ def analyze_sql(sql: str, *, transactional: bool, scope: PhaseScope) -> list[Hit
     return hits
 
 
-def analyze_expression_sql(sql: str, scope: PhaseScope) -> list[Hit]:
-    """Rules broken inside a read-only query or expression (`SELECT setval(...)`...)."""
-    try:
-        tree = parser.parse_sql_json(sql)
-    except ParseError:
-        return []  # the caller reports unparseable input
+def analyze_expression_sql(sql: str, scope: PhaseScope, tree: str | None = None) -> list[Hit]:
+    """Rules broken inside a read-only query or expression (`SELECT setval(...)`...). `tree` is
+    the text's JSON tree when the caller has it already (`parse_json`)."""
+    if tree is None:
+        tree, _ = parse_json(sql)
+        if tree is None:
+            return []  # the caller reports unparseable input
     analyzer = _Analyzer(_StepScope(scope, transactional=False))
     try:
         analyzer.run(_Statements(sql, tree), depth=0, outer="")
@@ -548,6 +596,22 @@ _GUARDED_SETTINGS = {
 }
 _INT_TYPES = {"int4", "int2", "int", "integer", "smallint", "serial", "serial4", "smallserial"}
 _SERIAL = {"serial", "bigserial", "smallserial", "serial2", "serial4", "serial8"}
+# The style advice on a column's type, in the order it is given (`_Analyzer._column`);
+# prefer-text-field only for a varchar with a length.
+_STYLE_RULES: dict[str, tuple[str, ...]] = {
+    typename: tuple(
+        rule
+        for rule, applies in (
+            ("prefer-bigint", typename in _INT_TYPES),
+            ("prefer-identity", typename in _SERIAL),
+            ("prefer-text-field", typename == "varchar"),
+            ("prefer-timestamptz", typename == "timestamp"),
+            ("ban-char-field", typename == "bpchar"),
+        )
+        if applies
+    )
+    for typename in (*_INT_TYPES, *_SERIAL, "varchar", "timestamp", "bpchar")
+}
 _DROP_RULES = {
     "OBJECT_TABLE": "drop-table",
     "OBJECT_FOREIGN_TABLE": "drop-table",
@@ -667,31 +731,31 @@ class _Analyzer:
             if kind == "ExplainStmt" and not self._analyzes(body):
                 _, skip_until = _DECODER.raw_decode(tree, offset)
                 continue
-            handler = getattr(self, f"_{kind}", None)
+            handler = _HANDLERS.get(kind)
             if handler is not None:
-                handler(body, outer, depth)
+                handler(self, body, outer, depth)
         exclusive = self.exclusive_index
         if depth == 0 and exclusive is not None:
-            for later in range(exclusive + 1, len(statements)):
-                if _slow(statements.json(later)):
-                    self.hits.append(Hit("access-exclusive-then-more", statements.text(later)))
-                    break
+            later = _first_slow(statements, exclusive + 1)
+            if later is not None:
+                self.hits.append(Hit("access-exclusive-then-more", statements.text(later)))
 
     @property
     def own(self) -> str:
         """The text of the statement being looked at."""
         return self.statements.text(self.current)
 
-    def nested_sql(self, sql: str, shown: str, depth: int) -> None:
-        """Lint SQL found inside SQL (a function body, an EXECUTEd constant)."""
+    def nested_sql(self, sql: str, shown: str, depth: int, tree: str | None = None) -> None:
+        """Lint SQL found inside SQL (a function body, an EXECUTEd constant); `tree` is its JSON
+        tree when the caller has parsed it already."""
         if depth >= MAX_DEPTH:
             self.hit("dynamic-sql", shown, "SQL nested too deep to follow")
             return
-        try:
-            tree = parser.parse_sql_json(sql)
-        except ParseError as exc:
-            self.hit("unparseable-sql", shown, str(exc.args[0]) if exc.args else str(exc))
-            return
+        if tree is None:
+            tree, error = parse_json(sql)
+            if tree is None:
+                self.hit("unparseable-sql", shown, error)
+                return
         saved = self.statements, self.current, self.index
         self.run(_Statements(sql, tree), depth=depth, outer=shown)
         self.statements, self.current, self.index = saved
@@ -717,13 +781,14 @@ class _Analyzer:
     # creation ---------------------------------------------------------------------------------
     def _CreateStmt(self, body: Node, text: str, depth: int) -> None:
         relation = body.get("relation") or {}
+        key = _rel_key(relation)
         for element in body.get("tableElts") or ():
             column = element.get("ColumnDef")
             if column:
-                self._column(relation, column, text)
+                self._column(key, column, text)
         if relation.get("relpersistence") == "t" or body.get("if_not_exists"):
             return
-        self.step.created.add(_rel_key(relation))
+        self.step.created.add(key)
 
     def _CreateTableAsStmt(self, body: Node, text: str, depth: int) -> None:
         into = body.get("into") or {}
@@ -814,8 +879,9 @@ class _Analyzer:
             return
         # One parse for the whole body; if it fails, piece by piece to name the bad one.
         joined = ";\n".join(pieces)
-        if parse_error(joined) is None:
-            self.nested_sql(joined, text, depth + 1)
+        joined_tree, _ = parse_json(joined)
+        if joined_tree is not None:
+            self.nested_sql(joined, text, depth + 1, joined_tree)
         else:
             for piece in pieces:
                 self.nested_sql(piece, text, depth + 1)
@@ -1085,7 +1151,7 @@ class _Analyzer:
                 self.hit("set-not-null", text)
         elif subtype == "AT_AddColumn":
             column = definition.get("ColumnDef") or {}
-            typename = self._column(relation, column, text)
+            typename = self._column((schema, table), column, text)
             if not new:
                 self._add_column(column, typename, text)
         elif subtype == "AT_AddConstraint":
@@ -1120,6 +1186,12 @@ class _Analyzer:
                 self.step.phase.checked_not_null.add((schema, table, fields[-1]))
 
     def _add_column(self, column: Node, typename: str, text: str) -> None:
+        if not column.get("constraints"):  # no NOT NULL, DEFAULT, IDENTITY, GENERATED, key
+            if typename in _SERIAL:
+                self.hit("add-column-volatile-default", text)
+            if typename == "json":
+                self.hit("prefer-jsonb", text)
+            return
         constraints = [c.get("Constraint", {}) for c in column.get("constraints") or ()]
         types = {c.get("contype") for c in constraints}
         serial = typename in _SERIAL
@@ -1167,25 +1239,18 @@ class _Analyzer:
             return
         self.hit("alter-column-type", text)
 
-    def _column(self, relation: Node, column: Node, text: str) -> str:
+    def _column(self, relation: tuple[str, str], column: Node, text: str) -> str:
         """Remember a new column's type (for later type changes), give the style advice, and
-        return the type's name."""
-        schema, table = _rel_key(relation)
-        typename, typmods = _type_of(column)
-        self.step.phase.column_types[(schema, table, str(column.get("colname", "")))] = (
-            typename,
-            typmods,
+        return the type's name. `relation` is the table's `_rel_key`."""
+        found = _type_of(column)
+        self.step.phase.column_types[(relation[0], relation[1], str(column.get("colname", "")))] = (
+            found
         )
-        if typename in _INT_TYPES:
-            self.hit("prefer-bigint", text)
-        if typename in _SERIAL:
-            self.hit("prefer-identity", text)
-        if typename == "varchar" and typmods:
-            self.hit("prefer-text-field", text)
-        if typename == "timestamp":
-            self.hit("prefer-timestamptz", text)
-        if typename == "bpchar":
-            self.hit("ban-char-field", text)
+        typename, typmods = found
+        if typename in _STYLE_RULES:
+            for rule in _STYLE_RULES[typename]:
+                if rule != "prefer-text-field" or typmods:  # varchar(n) only
+                    self.hit(rule, text)
         return typename
 
 
@@ -1194,23 +1259,45 @@ _SLOW_KINDS = re.compile(
     r"CreateTableAsStmt|DoStmt|CallStmt|RefreshMatViewStmt|ClusterStmt|VacuumStmt|ReindexStmt|"
     r'CopyStmt|ExecuteStmt)":'
 )
-_SLOW_ALTERS = ('"AT_ValidateConstraint"', '"AT_AlterColumnType"', '"AT_AddConstraint"')
+_SLOW_ALTERS = re.compile('"AT_ValidateConstraint"|"AT_AlterColumnType"|"AT_AddConstraint"')
+_ALTER_TABLE = '{"stmt":{"AlterTableStmt":'
 
 
-def _slow(statement_json: str) -> bool:
-    """A statement that may take long (reads or writes rows, builds, validates)."""
-    if _SLOW_KINDS.match(statement_json):
-        return True
-    return statement_json.startswith('{"stmt":{"AlterTableStmt":') and any(
-        marker in statement_json for marker in _SLOW_ALTERS
-    )
+def _first_slow(statements: _Statements, first: int) -> int | None:
+    """The index of the first top-level statement from `first` on that may take long (reads or
+    writes rows, builds, validates: a slow kind, or an ALTER TABLE that validates, adds a
+    constraint or changes a type), or None. Found by searching the JSON forward, not by
+    visiting every statement."""
+    tree, starts = statements.tree, statements.starts
+    if first >= len(starts):
+        return None
+    begin = starts[first]
+    found: int | None = None
+    kind = _SLOW_KINDS.search(tree, begin)  # `{"stmt":` opens a top-level statement only
+    if kind is not None:
+        found = bisect_right(starts, kind.start()) - 1
+    limit = starts[found] if found is not None else len(tree)
+    for marker in _SLOW_ALTERS.finditer(tree, begin, limit):
+        index = bisect_right(starts, marker.start()) - 1
+        if tree.startswith(_ALTER_TABLE, starts[index]):
+            return index
+    return found
 
 
 def _type_of(column: Node) -> tuple[str, tuple[int, ...]]:
-    type_name = column.get("typeName") or {}
-    names = _strings(type_name.get("names"))
-    mods = [_const(mod) for mod in type_name.get("typmods") or ()]
-    return (names[-1] if names else "", tuple(m for m in mods if isinstance(m, int)))
+    """A column's type name (the last of its qualified name) and its integer modifiers."""
+    try:  # the usual shape, read directly
+        type_name = column["typeName"]
+        name = str(type_name["names"][-1]["String"]["sval"])
+    except (KeyError, IndexError, TypeError):  # anything else, field by field
+        type_name = column.get("typeName") or {}
+        names = type_name.get("names")
+        name = str(names[-1].get("String", {}).get("sval", "")) if names else ""
+    typmods = type_name.get("typmods")
+    if not typmods:
+        return name, ()
+    mods = [_const(mod) for mod in typmods]
+    return name, tuple(m for m in mods if isinstance(m, int))
 
 
 def _coercible(old: tuple[str, tuple[int, ...]], new: tuple[str, tuple[int, ...]]) -> bool:
@@ -1263,3 +1350,7 @@ def _dollar_quote(code: str) -> str:
 _HANDLED = frozenset(
     name[1:] for name in dir(_Analyzer) if name.endswith("Stmt") and name[1:2].isupper()
 )
+#: node type -> its handler (`_<NodeType>`), looked up once rather than per node.
+_HANDLERS: dict[str, Callable[[_Analyzer, Node, str, int], None]] = {
+    kind: getattr(_Analyzer, f"_{kind}") for kind in (*_HANDLED, "FuncCall")
+}

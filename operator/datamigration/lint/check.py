@@ -31,9 +31,11 @@ from datamigration.core.steps import (
 )
 from datamigration.lint.analyze import (
     Hit,
+    ParseAhead,
     PhaseScope,
     analyze_expression_sql,
     analyze_sql,
+    parse_json,
     split_statements,
 )
 from datamigration.lint.expressions import (
@@ -62,12 +64,14 @@ def lint_steps(
     source: str = "",
     paths: Sequence[str] | None = None,
     dialect: str = POSTGRESQL,
+    ahead: ParseAhead | None = None,
 ) -> list[Finding]:
     """Findings for the steps of one phase (`expand`, `backfill` or `contract`).
 
     `paths` names each step's field (default `spec.<phase>.steps[i]`); findings carry it in
     `Finding.field`. Findings of rules a step allows (`lint.allow`) come back with `allowed_by`.
     `dialect` (`spec.database.dialect`) is the grammar backfill expressions are checked in.
+    `ahead` may hold the parse trees of the sql steps already (`lint_spec`).
     """
     findings: list[Finding] = []
     scope = PhaseScope()
@@ -76,7 +80,7 @@ def lint_steps(
         path = paths[index] if paths is not None else f"spec.{phase}.steps[{index}]"
         allowed, problems = _check_allow(step, path)
         findings += [where.invalid(message, step, f"{path}.lint") for message in problems]
-        for hit, field in _step_hits(step, path, scope, dialect):
+        for hit, field in _step_hits(step, path, scope, dialect, ahead):
             finding = where.finding(hit, step, field, path, allowed)
             if finding is not None:
                 findings.append(finding)
@@ -134,10 +138,12 @@ class _Where:
         )
 
 
-def _step_hits(step: Step, path: str, scope: PhaseScope, dialect: str) -> list[tuple[Hit, str]]:
+def _step_hits(
+    step: Step, path: str, scope: PhaseScope, dialect: str, ahead: ParseAhead | None
+) -> list[tuple[Hit, str]]:
     if isinstance(step, SqlStep):
         field = f"{path}.sql"
-        result = analyze_sql(step.sql, transactional=step.transactional, scope=scope)
+        result = analyze_sql(step.sql, transactional=step.transactional, scope=scope, ahead=ahead)
         if isinstance(result, str):
             return [(Hit("unparseable-sql", step.sql, result), field)]
         return [(hit, field) for hit in result]
@@ -182,14 +188,17 @@ def _in_check(hit: Hit) -> Hit:
 def _query_hits(sql: str, shown: str, scope: PhaseScope, not_read_only: str) -> list[Hit]:
     """A read-only query (verify) or a wrapped expression (backfill): one SELECT, no writes,
     no row locks, no SELECT INTO, and no function with side effects."""
-    parsed = split_statements(sql)
+    tree, error = parse_json(sql)  # once, for the shape and for the rules
+    if tree is None:
+        return [Hit("unparseable-sql", shown, error)]
+    parsed = split_statements(sql, tree)
     if isinstance(parsed, str):
         return [Hit("unparseable-sql", shown, parsed)]
     if len(parsed) != 1 or not parsed[0][1].startswith('{"stmt":{"SelectStmt":'):
         return [Hit(not_read_only, shown)]
     if _NOT_READ_ONLY.search(parsed[0][1]):
         return [Hit(not_read_only, shown)]
-    return [Hit(hit.rule, shown, hit.detail) for hit in analyze_expression_sql(sql, scope)]
+    return [Hit(hit.rule, shown, hit.detail) for hit in analyze_expression_sql(sql, scope, tree)]
 
 
 def _check_allow(step: Step, path: str) -> tuple[frozenset[str], list[str]]:
@@ -233,27 +242,24 @@ def step_paths(spec: MigrationSpec, phase: str) -> list[str]:
 
 
 def lint_spec(spec: MigrationSpec, *, migration: str = "", source: str = "") -> list[Finding]:
-    """Findings for every phase of a parsed spec (what admission, plan and status use)."""
+    """Findings for every phase of a parsed spec (what admission, plan and status use), and,
+    after them, the rollback's (an abort's rollback Job runs destructive undo SQL: contract's
+    rules, lint/rules.py). A large spec's SQL is parsed ahead, in the order it is linted."""
+    phases = [(phase, list(spec.job_steps(phase).steps)) for phase in STEP_PHASES]
+    phases.append(("rollback", list(spec.rollback_steps().steps)))
+    texts = [step.sql for _, steps in phases for step in steps if isinstance(step, SqlStep)]
     findings: list[Finding] = []
-    for phase in STEP_PHASES:
-        steps = list(spec.job_steps(phase).steps)
-        findings += lint_steps(
-            phase,
-            steps,
-            migration=migration,
-            source=source,
-            paths=step_paths(spec, phase),
-            dialect=spec.operations.dialect,
-        )
-    # An abort's rollback Job runs destructive undo SQL: contract's rules (lint/rules.py).
-    findings += lint_steps(
-        "rollback",
-        list(spec.rollback_steps().steps),
-        migration=migration,
-        source=source,
-        paths=step_paths(spec, "rollback"),
-        dialect=spec.operations.dialect,
-    )
+    with ParseAhead(texts) as ahead:
+        for phase, steps in phases:
+            findings += lint_steps(
+                phase,
+                steps,
+                migration=migration,
+                source=source,
+                paths=step_paths(spec, phase),
+                dialect=spec.operations.dialect,
+                ahead=ahead,
+            )
     return findings
 
 

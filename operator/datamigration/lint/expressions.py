@@ -48,7 +48,6 @@ from typing import Any
 from pglast import ast, parse_sql
 from pglast.enums import SetOperation
 from pglast.parser import ParseError, scan
-from pglast.stream import RawStream
 
 from datamigration.core.errors import SpecError
 from datamigration.core.steps import BackfillStep, Step, VerifyStep
@@ -184,6 +183,8 @@ def expression_sql(
     if problems:
         raise UnsafeExpression(problems[0])
     assert node is not None
+    from pglast.stream import RawStream  # pglast's printers: only when an expression is emitted
+
     return str(RawStream()(node))
 
 
