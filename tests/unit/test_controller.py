@@ -330,3 +330,12 @@ def test_the_echo_of_a_settled_status_write_wakes_nothing_and_others_do() -> Non
     live.runner_progress({"rowsDone": 5})  # somebody else's write: always wakes
     assert not rec.is_own_echo(NS, "m", str(live.migration["metadata"]["resourceVersion"]))
     assert settled == (live.status_writes >= 2)
+
+
+def test_a_spec_is_validated_once_however_many_reconciles_read_it() -> None:
+    rec = reconciler(FakeApi(spec()))
+    first = rec._validate(spec())
+    assert rec._validate(copy.deepcopy(spec())) is first
+    edited = spec()
+    edited["paused"] = True
+    assert rec._validate(edited) is not first

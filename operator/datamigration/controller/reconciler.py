@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 MAX_BACKOFF = 60.0
 MAX_CONFLICTS = 5
+#: Validated specs kept (`Reconciler._validate`): more than the migrations one operator serves.
+SPEC_CACHE_SIZE = 4096
 CONFLICT_RETRY_SECONDS = 0.5
 
 
@@ -71,6 +74,7 @@ class Reconciler:
     _settled: dict[Key, str] = field(default_factory=dict)
     #: Per migration, the object as our last status write left it, until the cache shows it.
     _written: dict[Key, dict[str, Any]] = field(default_factory=dict)
+    _specs: dict[str, MigrationSpec | Invalid] = field(default_factory=dict)
     _running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _dirty: set[Key] = field(default_factory=set)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
@@ -188,11 +192,11 @@ class Reconciler:
             if status.get("observedGeneration") == generation:
                 return None  # finished for good: nothing to observe
             observed = Observed(generation=generation, secret_exists=False, workload=None)
-            decision = decide(validate(body.get("spec")), status, observed, self.now())
+            decision = decide(self._validate(body.get("spec")), status, observed, self.now())
             self._act(key, body, None, decision)
             metrics.record(key, status, decision.status)
             return None
-        spec = validate(body.get("spec"))
+        spec = self._validate(body.get("spec"))
         observed = observe(reads, body, spec)
         decision = decide(spec, status, observed, self.now())
         if not live and _has_side_effects(decision):
@@ -220,6 +224,19 @@ class Reconciler:
         if written is not None and self.reads is not None:
             self._written[key] = written
         return written
+
+    def _validate(self, raw_spec: Any) -> MigrationSpec | Invalid:
+        """`validate`, once per distinct spec: with many migrations and frequent events, the
+        lint of every step on every reconcile was most of the operator's CPU. Keyed by the
+        spec's canonical JSON; both results are immutable."""
+        key = json.dumps(raw_spec, sort_keys=True, default=str)
+        found = self._specs.get(key)
+        if found is None:
+            found = validate(raw_spec)
+            if len(self._specs) >= SPEC_CACHE_SIZE:
+                self._specs.pop(next(iter(self._specs)))  # the oldest
+            self._specs[key] = found
+        return found
 
     def _newest(self, key: Key, cached: dict[str, Any]) -> dict[str, Any]:
         """The cached object, or our own later write of it when the cache has not caught up."""
