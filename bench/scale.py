@@ -367,7 +367,7 @@ def main() -> int:
     parser.add_argument("--fanout", type=int, default=None, help="default: --migrations")
     parser.add_argument("--probes", type=int, default=20)
     parser.add_argument("--idle-seconds", type=float, default=60.0)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--final-timeout", type=float, default=3600.0)
     args = parser.parse_args()
     fanout = args.migrations if args.fanout is None else args.fanout
