@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # The local-cluster harness (hack/localcluster) is test infrastructure, not part of the package.
 export PYTHONPATH := $(CURDIR)/hack$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help venv test test-unit lint demo cluster-up cluster-down cluster-bins env bench bench-backfill bench-sync bench-operator bench-lint bench-ha clean
+.PHONY: help venv test test-unit lint demo cluster-up cluster-down cluster-bins env bench bench-backfill bench-sync bench-operator bench-lint bench-ha bench-scale clean
 
 help:  ## list the targets
 	@grep -E '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ bench-operator: venv cluster-bins  ## operator reaction latency and memory (JSON
 
 bench-ha: venv cluster-bins  ## leader failover under repeated SIGKILLs of three operators, duplicates (JSON line last)
 	$(PY) bench/ha.py
+
+bench-scale: venv cluster-bins  ## 1,000 migrations, 50 namespaces: start-up, RSS, idle API rate, fan-out, all Succeeded (JSON line last)
+	$(PY) bench/scale.py $(BENCH_SCALE_ARGS)
 
 bench-lint: venv  ## kubectl datamigration lint of 50 steps x 64 KiB of SQL vs pglast alone (JSON line last)
 	$(PY) bench/lint.py
