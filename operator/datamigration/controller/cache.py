@@ -276,19 +276,17 @@ class CachedApi:
         return self.live.list_controller_revisions(namespace, selector)
 
     def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
-        """Only a Secret the cache holds with the key is answered from it: a missing Secret or
-        key is asked of the API server (a watch the RBAC does not allow would otherwise look
-        like a missing Secret). A migration waiting on its Secret has no timer: the Secret's
-        watch event wakes it, so this costs one request per wake-up, not per interval."""
+        """From the Secrets' watch: a missing Secret or key too (kopf completes that index
+        before any handler runs, and an index whose LIST is refused never completes, so the
+        cache never binds and every read goes to the API server). A migration waiting for its
+        Secret costs nothing until the Secret's event wakes it."""
         try:
             keys: tuple[str, ...] | None = self.cache.read(
                 lambda ix: _one(ix, "cache_secrets", (namespace, name))
             )
         except NotCached:
-            keys = None
-        if keys is not None and key in keys:
-            return True
-        return self.live.secret_has_key(namespace, name, key)
+            return self.live.secret_has_key(namespace, name, key)
+        return None if keys is None else key in keys
 
     # -- writes (always to the API server) -----------------------------------------------
     def patch_migration_status(
