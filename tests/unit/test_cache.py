@@ -15,6 +15,7 @@ from datamigration.controller.cache import (
     WatchCache,
     reader_for,
     secret_keys,
+    slim,
     slim_job,
     slim_pod,
 )
@@ -80,6 +81,10 @@ def test_what_the_indexes_keep() -> None:
         "status": {"active": 1},
     }
     assert slim_job(job) == {"metadata": {"name": "j"}, "status": {"active": 1}}
+    applied = {"kubectl.kubernetes.io/last-applied-configuration": "{...}", "keep": "1"}
+    assert slim({"metadata": {"annotations": applied}})["metadata"] == {
+        "annotations": {"keep": "1"}
+    }
     pod = {"metadata": {"name": "p"}, "spec": {"volumes": [{}], "containers": [{"name": "c"}]}}
     assert slim_pod(pod)["spec"] == {"containers": [{"name": "c"}]}
 

@@ -21,7 +21,7 @@ What it guarantees:
 - Thread-safe: kopf changes its indexes on the event loop; the reconciler reads from worker
   threads, so each read hops to the loop and copies what it needs there.
 - Small: the Secret index keeps key names, never a value; Jobs keep metadata and status; pods
-  lose their volumes; nothing keeps `managedFields`.
+  lose their volumes; nothing keeps `managedFields` or kubectl's last-applied copy.
 """
 
 from __future__ import annotations
@@ -58,14 +58,22 @@ class NotCached(Exception):
 
 
 # -- what an index keeps of an object ------------------------------------------------------
+#: An annotation nothing here reads, as large as the spec it copies (`kubectl apply` writes it).
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
 def _meta(body: Mapping[str, Any]) -> JSON:
     meta = dict(body.get("metadata") or {})
     meta.pop("managedFields", None)
+    annotations = meta.get("annotations")
+    if annotations and LAST_APPLIED in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
     return meta
 
 
 def slim(body: Mapping[str, Any]) -> JSON:
-    """The object as the API serves it, without `managedFields` (nothing here reads them)."""
+    """The object as the API serves it, without `managedFields` and kubectl's last-applied copy
+    (nothing here reads them)."""
     kept = {k: v for k, v in body.items() if k != "metadata"}
     kept["metadata"] = _meta(body)
     return kept
