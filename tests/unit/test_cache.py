@@ -139,11 +139,13 @@ def test_reads_are_answered_from_the_caches_on_the_event_loop() -> None:
                 api.list_jobs("shop", "datamigration.dev/migration-uid=uid-1"),
                 api.secret_has_key("shop", "db", "password"),
                 api.secret_has_key("shop", "other", "url"),
+                [m["metadata"]["name"] for m in api.list_migrations(None)],
             ]
 
         return await asyncio.to_thread(from_a_worker_thread)
 
-    pods, deployment, has_key, migration, jobs, no_key, no_secret = asyncio.run(scenario())
+    pods, deployment, has_key, migration, jobs, no_key, no_secret, every = asyncio.run(scenario())
+    assert every == ["m"]  # every namespace's, for the leader's resync
     assert no_key is False and no_secret is None  # absent from a complete cache: absent
     assert pods == ["web-1"]
     assert deployment == {"metadata": {"name": "web"}}
@@ -164,7 +166,7 @@ def test_what_the_caches_cannot_answer_exactly_goes_to_the_api_server() -> None:
             api.get_workload("shop", "Rollout", "web")  # no watch
             api.list_controller_revisions("shop", "app=web")  # no watch
             api.list_jobs("shop", "")  # every Job (a CronJob's)
-            api.list_migrations(None)  # every namespace
+            api.list_migrations("shop", "web")  # by workload: the API's field selector
 
         await asyncio.to_thread(reads)
 

@@ -217,10 +217,18 @@ class CachedApi:
     def list_migrations(
         self, namespace: str | None = None, workload: str | None = None
     ) -> list[JSON]:
-        if namespace is None or workload is not None:
-            return self.live.list_migrations(namespace, workload)
+        """A namespace's migrations, or every one the operator serves (namespace None)."""
+
+        def find(ix: Mapping[str, Any]) -> list[JSON]:
+            index = ix["cache_migrations"]
+            if namespace is not None:
+                return _values(ix, "cache_migrations", namespace)
+            return [body for key in list(index) for body in _values(ix, "cache_migrations", key)]
+
         try:
-            return self.cache.read(lambda ix: _values(ix, "cache_migrations", namespace))
+            if workload is not None:
+                raise NotCached("by workload: the API server's field selector")
+            return self.cache.read(find)
         except NotCached:
             return self.live.list_migrations(namespace, workload)
 

@@ -94,11 +94,13 @@ class Reconciler:
         metrics.QUEUE_DEPTH.set(len(self._running))
 
     async def resync(self) -> int:
-        """Enqueue every migration this operator serves (on becoming the leader)."""
+        """Enqueue every migration this operator serves (on becoming the leader), from the
+        watch cache when it is complete (no request), else from the API server."""
         namespaces: list[str | None] = list(self.settings.namespaces) or [None]
+        reads = self.reads or self.api
         count = 0
         for namespace in namespaces:
-            items = await asyncio.to_thread(self.api.list_migrations, namespace)
+            items = await asyncio.to_thread(reads.list_migrations, namespace)
             for item in items:
                 meta = item.get("metadata") or {}
                 self.enqueue(meta.get("namespace"), str(meta.get("name")))
