@@ -339,3 +339,25 @@ def test_a_spec_is_validated_once_however_many_reconciles_read_it() -> None:
     edited = spec()
     edited["paused"] = True
     assert rec._validate(edited) is not first
+
+
+def test_before_acting_the_peers_come_from_the_watch_and_the_rest_from_the_api() -> None:
+    """The namespace's migrations come from the ordered watch stream (older peers are always
+    there); the migration, its Jobs, the workload and the Secret are read again live."""
+
+    class Listing(CountingApi):
+        lists = 0
+
+        def list_migrations(
+            self, namespace: str | None = None, workload: str | None = None
+        ) -> list[JSON]:
+            self.lists += 1
+            return super().list_migrations(namespace, workload)
+
+    live = Listing(spec())
+    cached = Listing(spec())
+    rec = Reconciler(api=live, settings=OperatorSettings(manage_runner_rbac=False), reads=cached)
+    rec.reconcile_once(NS, "m")
+    assert live.job_creates == 1  # acted, on a live decision...
+    assert live.reads >= 2 and live.lists == 0  # ...with live reads, peers from the watch
+    assert cached.lists >= 1

@@ -69,7 +69,14 @@ def _peer(obj: Mapping[str, Any]) -> Peer | None:
     )
 
 
-def observe(api: OperatorApi, body: dict[str, Any], spec: MigrationSpec | Invalid) -> Observed:
+def observe(
+    api: OperatorApi,
+    body: dict[str, Any],
+    spec: MigrationSpec | Invalid,
+    peer_reads: OperatorApi | None = None,
+) -> Observed:
+    """What `decide` needs, read from `api`; the namespace's other migrations from
+    `peer_reads` when given (the reconciler passes the watch cache there, see below)."""
     meta = body["metadata"]
     namespace, generation = meta["namespace"], int(meta.get("generation", 0))
     annotations = meta.get("annotations") or {}
@@ -103,7 +110,15 @@ def observe(api: OperatorApi, body: dict[str, Any], spec: MigrationSpec | Invali
     has_key = api.secret_has_key(namespace, spec.database.name, spec.database.key)
     # Every migration of the namespace: a peer may name our workloads in spec.workloads, which
     # a field selector on spec.workload.name cannot find.
-    peers = tuple(p for p in map(_peer, api.list_migrations(namespace)) if p is not None)
+    # From the DataMigrations' watch even when everything else is read live: a peer can only
+    # hold this migration back (one workload, one owner: the older one goes first), and every
+    # peer created before this migration came earlier in the same ordered watch stream that
+    # delivered this migration itself, so the cache cannot miss one; a peer's finishing seen late
+    # only makes this migration wait a moment longer. Listing a namespace of a thousand
+    # migrations from the API server before each action cost more than everything else.
+    peers = tuple(
+        p for p in map(_peer, (peer_reads or api).list_migrations(namespace)) if p is not None
+    )
     return Observed(
         secret_exists=has_key is not None,
         secret_has_key=bool(has_key),

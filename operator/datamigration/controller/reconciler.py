@@ -199,7 +199,7 @@ class Reconciler:
             metrics.record(key, status, decision.status)
             return None
         spec = self._validate(body.get("spec"))
-        observed = observe(reads, body, spec)
+        observed = observe(reads, body, spec, peer_reads=self.reads)
         decision = decide(spec, status, observed, self.now())
         if not live and _has_side_effects(decision):
             # Never act on a cache: read everything from the API server and decide again.
