@@ -90,11 +90,11 @@ def main() -> int:
     for ns in namespaces:
         kube.delete_namespace(ns)
     for ns in namespaces:
-        wait_for(f"old namespace {ns} to go", lambda ns=ns: not _exists(kube, ns), timeout=120)
+        wait_for(f"old namespace {ns} to go", lambda ns=ns: not kube.namespace_has(ns), timeout=120)
         kube.create_namespace(ns)
         wait_for(
             f"{ns}'s default ServiceAccount",
-            lambda ns=ns: _exists(kube, ns, "/serviceaccounts/default"),
+            lambda ns=ns: kube.namespace_has(ns, "/serviceaccounts/default"),
             timeout=30,
         )
 
@@ -183,16 +183,6 @@ def main() -> int:
     )
     print(json.dumps(result))
     return 0
-
-
-def _exists(kube: Kube, namespace: str, tail: str = "") -> bool:
-    try:
-        kube.client.get(f"/api/v1/namespaces/{namespace}{tail}")
-    except KubeError as exc:
-        if exc.not_found:
-            return False
-        raise
-    return True
 
 
 def _failed(kube: Kube, namespaces: list[str]) -> list[str]:

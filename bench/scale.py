@@ -328,19 +328,9 @@ def fresh_namespace(kube: Kube, namespace: str) -> None:
     kube.create_namespace(namespace)
     wait_for(
         f"{namespace}'s default ServiceAccount",
-        lambda: _exists(kube, namespace, "/serviceaccounts/default"),
+        lambda: kube.namespace_has(namespace, "/serviceaccounts/default"),
         timeout=60,
     )
-
-
-def _exists(kube: Kube, namespace: str, tail: str = "") -> bool:
-    try:
-        kube.client.get(f"/api/v1/namespaces/{namespace}{tail}")
-    except KubeError as exc:
-        if exc.not_found:
-            return False
-        raise
-    return True
 
 
 def available(kube: Kube, namespace: str, name: str, replicas: int) -> bool:
@@ -380,7 +370,7 @@ def main() -> int:
     for ns in [*namespaces, FANOUT_NS]:
         kube.delete_namespace(ns)
     for ns in [*namespaces, FANOUT_NS]:
-        wait_for(f"old namespace {ns} to go", lambda ns=ns: not _exists(kube, ns), timeout=600)
+        wait_for(f"old namespace {ns} to go", lambda ns=ns: not kube.namespace_has(ns), timeout=600)
     databases = Path(handle.state_dir) / PREFIX
     shutil.rmtree(databases, ignore_errors=True)
 

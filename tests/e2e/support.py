@@ -63,6 +63,17 @@ class Kube:
             if not exc.not_found:
                 raise
 
+    def namespace_has(self, namespace: str, tail: str = "") -> bool:
+        """Whether the namespace exists (or, with `tail` such as "/serviceaccounts/default",
+        that object in it)."""
+        try:
+            self.client.get(f"/api/v1/namespaces/{namespace}{tail}")
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
     def migration(self, namespace: str, name: str) -> dict[str, Any]:
         return self.client.get(migration_path(namespace, name))
 
