@@ -251,7 +251,9 @@ def test_phase_pod_that_cannot_start_stalls_with_its_reason_within_seconds(
 def test_pause_is_enforced_when_the_runner_cannot_hear_it_and_is_never_a_warning(
     kube: Kube, namespace: str, operator: OperatorProcess, pg_url: str
 ) -> None:
-    shop = setup_shop(kube, namespace, pg_url, rows=20000)
+    # Long enough that the backfill (at least 1,200 batches of 50, 100 ms apart) cannot finish
+    # by itself within the 30 s grace after the pause, however late the pause comes.
+    shop = setup_shop(kube, namespace, pg_url, rows=60000)
     # A runner identity without rights: its progress reports (and so spec.paused) never arrive.
     kube.apply(
         {
@@ -285,7 +287,7 @@ def test_pause_is_enforced_when_the_runner_cannot_hear_it_and_is_never_a_warning
     assert stopped["phase"] == "Paused"
     assert "stopped Job" in stopped["phases"]["backfill"]["message"]
     frozen = count(shop.engine, "email_address IS NOT NULL")
-    assert 0 < frozen < 20000
+    assert 0 < frozen < 60000
     assert [e for e in events(kube, namespace) if e["type"] == "Warning"] == []
     assert count(shop.engine, "email_address IS NOT NULL") == frozen, "nothing runs while paused"
 
