@@ -165,8 +165,7 @@ def _reconciler(memo: kopf.Memo, kwargs: dict[str, Any] | None = None) -> Reconc
     kopf runs no handler before every index has its initial list)."""
     if kwargs is not None:
         cache: WatchCache = memo["cache"]
-        if not cache.bound:
-            cache.bind(kwargs)
+        cache.bind(kwargs)  # once: later calls find it bound
     reconciler: Reconciler = memo["reconciler"]
     return reconciler
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -74,7 +75,6 @@ class Reconciler:
     _settled: dict[Key, str] = field(default_factory=dict)
     #: Per migration, the object as our last status write left it, until the cache shows it.
     _written: dict[Key, dict[str, Any]] = field(default_factory=dict)
-    _specs: dict[str, MigrationSpec | Invalid] = field(default_factory=dict)
     _running: dict[Key, asyncio.Task[None]] = field(default_factory=dict)
     _dirty: set[Key] = field(default_factory=set)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
@@ -114,7 +114,7 @@ class Reconciler:
         key = (namespace or "", name)
         written = self._written.get(key)
         if written is not None and written["metadata"].get("resourceVersion") == resource_version:
-            del self._written[key]  # the cache has caught up with our write
+            self._written.pop(key, None)  # the cache has caught up with our write
         return self._settled.pop(key, None) == resource_version
 
     def forget(self, namespace: str | None, name: str) -> None:
@@ -227,18 +227,10 @@ class Reconciler:
             self._written[key] = written
         return written
 
-    def _validate(self, raw_spec: Any) -> MigrationSpec | Invalid:
-        """`validate`, once per distinct spec: with many migrations and frequent events, the
-        lint of every step on every reconcile was most of the operator's CPU. Keyed by the
-        spec's canonical JSON; both results are immutable."""
-        key = json.dumps(raw_spec, sort_keys=True, default=str)
-        found = self._specs.get(key)
-        if found is None:
-            found = validate(raw_spec)
-            if len(self._specs) >= SPEC_CACHE_SIZE:
-                self._specs.pop(next(iter(self._specs)))  # the oldest
-            self._specs[key] = found
-        return found
+    @staticmethod
+    def _validate(raw_spec: Any) -> MigrationSpec | Invalid:
+        """`validate`, once per distinct spec (`_validated`)."""
+        return _validated(json.dumps(raw_spec, default=str))
 
     def _newest(self, key: Key, cached: dict[str, Any]) -> dict[str, Any]:
         """The cached object, or our own later write of it when the cache has not caught up."""
@@ -249,12 +241,21 @@ class Reconciler:
         theirs = _version(cached)
         if ours is not None and theirs is not None and ours > theirs:
             return written
-        del self._written[key]
+        self._written.pop(key, None)  # the event loop may have dropped it meanwhile
         return cached
 
     @staticmethod
     def now() -> dt.datetime:
         return dt.datetime.now(dt.UTC)
+
+
+@functools.lru_cache(maxsize=SPEC_CACHE_SIZE)
+def _validated(spec_json: str) -> MigrationSpec | Invalid:
+    """With many migrations and frequent events, the lint of every step on every reconcile was
+    most of the operator's CPU. Keyed by the spec's JSON in its own key order (the order of a
+    backfill's `set` is the order of its SQL, so it is never sorted away); both results are
+    immutable; lru_cache because reconciles run in several worker threads at once."""
+    return validate(json.loads(spec_json))
 
 
 def _has_side_effects(decision: Decision) -> bool:
