@@ -12,6 +12,7 @@ from datamigration.controller.cache import (
     INDEXES,
     CachedApi,
     NotCached,
+    Packed,
     WatchCache,
     reader_for,
     secret_keys,
@@ -19,6 +20,7 @@ from datamigration.controller.cache import (
     slim_job,
     slim_pod,
 )
+from datamigration.core.observed import Peer
 from datamigration.k8s.cluster import label_selector, selector_matches
 
 JSON = dict[str, Any]
@@ -117,7 +119,11 @@ def indexes() -> dict[str, Any]:
     found["cache_revision_pods"] = {"shop": [pod]}  # one pod in two indexes: listed once
     found["cache_deployments"] = {("shop", "web"): [{"metadata": {"name": "web"}}]}
     found["cache_secrets"] = {("shop", "db"): [("url",)]}
-    found["cache_migrations"] = {"shop": [{"metadata": {"name": "m", "namespace": "shop"}}]}
+    found["cache_migrations"] = {
+        ("shop", "m"): [Packed.of({"metadata": {"name": "m", "namespace": "shop"}})],
+        ("other", "n"): [Packed.of({"metadata": {"name": "n", "namespace": "other"}})],
+    }
+    found["cache_peers"] = {"shop": [Peer("m", "t", "web", "api", "img:2", "Pending")]}
     found["cache_jobs"] = {("shop", "uid-1"): [{"metadata": {"name": "m-expand-1"}}]}
     return found
 
@@ -140,12 +146,16 @@ def test_reads_are_answered_from_the_caches_on_the_event_loop() -> None:
                 api.secret_has_key("shop", "db", "password"),
                 api.secret_has_key("shop", "other", "url"),
                 [m["metadata"]["name"] for m in api.list_migrations(None)],
+                [m["metadata"]["name"] for m in api.list_migrations("shop")],
+                [p.name for p in api.list_peers("shop")],
             ]
 
         return await asyncio.to_thread(from_a_worker_thread)
 
-    pods, deployment, has_key, migration, jobs, no_key, no_secret, every = asyncio.run(scenario())
-    assert every == ["m"]  # every namespace's, for the leader's resync
+    found = asyncio.run(scenario())
+    pods, deployment, has_key, migration, jobs, no_key, no_secret, every, shop, peers = found
+    assert sorted(every) == ["m", "n"]  # every namespace's, for the leader's resync
+    assert shop == ["m"] and peers == ["m"]
     assert no_key is False and no_secret is None  # absent from a complete cache: absent
     assert pods == ["web-1"]
     assert deployment == {"metadata": {"name": "web"}}

@@ -341,6 +341,25 @@ def test_a_spec_is_validated_once_however_many_reconciles_read_it() -> None:
     assert rec._validate(edited) is not first
 
 
+def test_the_live_reads_side_by_side_observe_what_one_after_another_observes() -> None:
+    """Before an action the Jobs, the workload and the Secret are read at once, each part in
+    its own order: what is observed must not depend on it."""
+    import concurrent.futures
+
+    from datamigration.controller.observe import observe
+    from datamigration.validation import validate
+
+    api = FakeApi(spec())
+    rec = Reconciler(api=api, settings=OperatorSettings(manage_runner_rbac=False))
+    rec.reconcile_once(NS, "m")  # an expand Job exists now, with its pod
+    checked = validate(api.migration["spec"])
+    body = copy.deepcopy(api.migration)
+    one_by_one = observe(api, body, checked)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        side_by_side = observe(api, body, checked, parallel=pool)
+    assert side_by_side == one_by_one and len(one_by_one.jobs) == 1
+
+
 def test_before_acting_the_peers_come_from_the_watch_and_the_rest_from_the_api() -> None:
     """The namespace's migrations come from the ordered watch stream (older peers are always
     there); the migration, its Jobs, the workload and the Secret are read again live."""

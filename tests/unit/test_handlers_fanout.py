@@ -88,7 +88,9 @@ def test_a_secret_event_wakes_the_migrations_that_name_it_and_no_other() -> None
 
 def test_the_secret_index_names_the_migrations_secret() -> None:
     raw = spec()
-    found = handlers.by_secret(namespace=NS, name="m", spec=kopf.Spec(kopf.Body({"spec": raw})))
+    found = asyncio.run(
+        handlers.by_secret(namespace=NS, name="m", spec=kopf.Spec(kopf.Body({"spec": raw})))
+    )
     secret = raw["database"]["urlFrom"]["secretKeyRef"]["name"]
     assert found == {(NS, secret): "m"}
 
@@ -96,8 +98,10 @@ def test_the_secret_index_names_the_migrations_secret() -> None:
 def test_the_workload_index_says_which_migrations_wait_on_a_rollout() -> None:
     def entry(phase: str) -> Any:
         body = kopf.Body({"spec": {"workload": {"name": "web"}}, "status": {"phase": phase}})
-        found = handlers.by_workload(
-            namespace=NS, name="m", spec=kopf.Spec(body), status=kopf.Status(body)
+        found = asyncio.run(
+            handlers.by_workload(
+                namespace=NS, name="m", spec=kopf.Spec(body), status=kopf.Status(body)
+            )
         )
         return found[(NS, "web")]
 

@@ -78,6 +78,33 @@ def test_becoming_leader_enqueues_every_migration_and_a_standby_enqueues_none() 
     assert list(api.jobs) == ["m-expand-1-uid-1"] and api.reasons() == ["PhaseStarted"]
 
 
+def test_a_leader_whose_watches_are_still_listing_leaves_the_resync_to_their_events() -> None:
+    """Before kopf completes its indexes, a resync would reconcile every migration from the API
+    server; kopf's first event of each migration enqueues it anyway, once they are complete."""
+    from test_controller import CountingApi
+
+    from datamigration.controller.cache import INDEXES, CachedApi, Packed, WatchCache
+
+    api = CountingApi(spec())
+    cache = WatchCache()
+    rec = Reconciler(
+        api=api, settings=OperatorSettings(manage_runner_rbac=False), reads=CachedApi(api, cache)
+    )
+
+    async def scenario() -> tuple[int, int, int]:
+        before = await rec.resync()  # still listing: nothing enqueued, nothing read
+        reads_before = api.reads
+        indexes: dict[str, Any] = {name: {} for name in INDEXES}
+        indexes["cache_migrations"] = {(NS, "m"): [Packed.of(api.migration)]}
+        cache.bind(indexes)  # complete
+        after = await rec.resync()
+        rec.fence = lambda: False  # let the enqueued reconcile stop at once
+        await asyncio.gather(*rec._running.values())
+        return before, reads_before, after
+
+    assert asyncio.run(scenario()) == (0, 0, 1)
+
+
 def test_reconciling_updates_the_metrics() -> None:
     reconciles = sample("datamigration_reconcile_duration_seconds_count")
     stalls = sample("datamigration_stalls_total", reason="SecretKeyNotFound")
@@ -159,6 +186,14 @@ def test_leader_election_settings_are_checked() -> None:
         OperatorSettings.from_env({"DATAMIGRATION_LEADER_ELECTION": "maybe"})
 
 
+def test_worker_count_is_checked() -> None:
+    assert OperatorSettings.from_env({}).workers == 32
+    assert OperatorSettings.from_env({"DATAMIGRATION_WORKERS": "4"}).workers == 4
+    for bad in ("0", "257", "many", "-3"):
+        with pytest.raises(SettingsError, match="DATAMIGRATION_WORKERS"):
+            OperatorSettings.from_env({"DATAMIGRATION_WORKERS": bad})
+
+
 def test_the_reference_lists_exactly_the_metrics() -> None:
     import re
     from pathlib import Path
@@ -171,7 +206,9 @@ def test_the_reference_lists_exactly_the_metrics() -> None:
     assert len(defined) == 12 and defined == listed
 
 
-def test_a_metadata_only_deployment_change_wakes_no_migration() -> None:
+def test_a_shared_deployments_metadata_or_status_wakes_only_its_rollouts_waiters() -> None:
+    """As the API server does it: an annotation bumps a Deployment's generation (a legacy of
+    its rollback annotation), a label does not; neither changes its spec."""
     import kopf
 
     from datamigration.controller import handlers
@@ -184,39 +221,43 @@ def test_a_metadata_only_deployment_change_wakes_no_migration() -> None:
             "generation": 3,
             "annotations": {"deployment.kubernetes.io/revision": "2"},
         },
+        "spec": {"template": {"spec": {"containers": [{"name": "api", "image": "api:1"}]}}},
         "status": {"observedGeneration": 3, "updatedReplicas": 3},
     }
     api = FakeApi(spec())
     rec = reconciler(api)
+    woken: list[str] = []
+    rec.enqueue = lambda namespace, name: woken.append(name)  # type: ignore[method-assign]
     memo = kopf.Memo(reconciler=rec, cache=WatchCache())
-    index = {(NS, "api"): [("m", True, False)]}
+    index = {(NS, "api"): [("expanding", True, False), ("rolling-out", True, True)]}
+    kinds = {(NS, "Deployment", "api"): [("listed", True, False), ("listed-rolling", True, True)]}
 
-    async def event(body: dict[str, Any]) -> bool:
-        await handlers.deployment_event(
-            event={"type": "MODIFIED", "object": body},
-            namespace=NS,
-            name="api",
-            body=kopf.Body(body),
-            memo=memo,
-            by_workload=index,
-            by_kind={},  # kopf passes every index to every handler
+    def event(body: dict[str, Any]) -> list[str]:
+        woken.clear()
+        asyncio.run(
+            handlers.deployment_event(
+                event={"type": "MODIFIED", "object": body},
+                namespace=NS,
+                name="api",
+                body=kopf.Body(body),
+                memo=memo,
+                by_workload=index,
+                by_kind=kinds,  # kopf passes every index to every handler
+            )
         )
-        woken = bool(rec._running)
-        await asyncio.gather(*rec._running.values())
-        return woken
+        return sorted(woken)
 
-    async def scenario() -> list[bool]:
-        first = await event(deployment)
-        annotated = {
-            **deployment,
-            "metadata": {
-                **deployment["metadata"],
-                "annotations": {"deployment.kubernetes.io/revision": "2", "team": "web"},
-            },
-        }
-        metadata_only = await event(annotated)
-        scaled = {**annotated, "status": {"observedGeneration": 3, "updatedReplicas": 2}}
-        status_change = await event(scaled)
-        return [first, metadata_only, status_change]
+    def changed(base: dict[str, Any], **parts: Any) -> dict[str, Any]:
+        return {**base, **{k: {**base[k], **v} for k, v in parts.items()}}
 
-    assert asyncio.run(scenario()) == [True, False, True]
+    everyone = ["expanding", "listed", "listed-rolling", "rolling-out"]
+    waiters = ["listed-rolling", "rolling-out"]
+    assert event(deployment) == everyone  # first sight
+    labelled = changed(deployment, metadata={"labels": {"team": "web"}})
+    assert event(labelled) == []
+    annotated = changed(labelled, metadata={"generation": 4, "annotations": {"team": "web"}})
+    assert event(annotated) == waiters
+    caught_up = changed(annotated, status={"observedGeneration": 4})
+    assert event(caught_up) == waiters
+    new_image = {"template": {"spec": {"containers": [{"name": "api", "image": "api:2"}]}}}
+    assert event(changed(caught_up, metadata={"generation": 5}, spec=new_image)) == everyone

@@ -25,6 +25,7 @@ write wakes nothing when there was nothing more to do (`Reconciler.is_own_echo`)
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 from typing import Any
@@ -37,7 +38,9 @@ from datamigration.controller.cache import CachedApi, WatchCache
 from datamigration.controller.reconciler import Reconciler
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.jobs import LABEL_MIGRATION, LABEL_MIGRATION_UID
+from datamigration.core.observed import peer_from
 from datamigration.core.rollout import REVISION_ANNOTATION, owning_deployment
+from datamigration.k8s.client import KubeClient, load_api_client
 from datamigration.k8s.cluster import ClusterApi
 
 GROUP, VERSION, PLURAL = "datamigration.dev", "v1alpha1", "datamigrations"
@@ -57,7 +60,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     operator_settings = OperatorSettings.from_env()
     # Explicit namespaces need no namespace scanning, nor the cluster-wide permission it takes.
     settings.scanning.disabled = bool(operator_settings.namespaces)
-    api = ClusterApi()
+    # Reconciles run in the loop's default executor (asyncio.to_thread): size it, and the API
+    # client's connection pool with it, to the configured number of reconciles at once.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(
+            max_workers=operator_settings.workers, thread_name_prefix="reconcile"
+        )
+    )
+    # Each reconcile's live reads run up to three at once (observe's `parallel`).
+    api = ClusterApi(KubeClient(load_api_client(connections=3 * operator_settings.workers)))
     cache = WatchCache()
     memo["cache"] = cache
     memo["reconciler"] = Reconciler(
@@ -91,7 +102,7 @@ ROLLOUT_PHASES = ("RollingOut", "AwaitingApproval", "Contracting")
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def by_workload(
+async def by_workload(
     namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> Any:
     """Which migrations target which Deployment: (name, still cares, waits on its rollout)."""
@@ -101,7 +112,7 @@ def by_workload(
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def by_secret(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> Any:
+async def by_secret(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> Any:
     """Which migrations read which Secret (spec.database.urlFrom.secretKeyRef.name)."""
     ref = ((spec.get("database") or {}).get("urlFrom") or {}).get("secretKeyRef") or {}
     return {(namespace, ref.get("name")): name} if ref.get("name") else None
@@ -109,53 +120,62 @@ def by_secret(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> An
 
 # -- the watch caches (controller/cache.py reads them; names in cache.INDEXES) -----------------
 @kopf.index(GROUP, VERSION, PLURAL)
-def cache_migrations(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
-    return {namespace: caches.slim(body)}
+async def cache_migrations(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace, name): caches.Packed.of(caches.slim(body))}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+async def cache_peers(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+    """Each migration as the others see it (one workload, one owner), derived once per change."""
+    peer = peer_from(body)
+    return {namespace: peer} if peer is not None else None
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_MIGRATION_UID: kopf.PRESENT})
-def cache_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+async def cache_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
     return {(namespace, labels.get(LABEL_MIGRATION_UID)): caches.slim_job(body)}
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_MIGRATION_UID: kopf.PRESENT})
-def cache_job_pods(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+async def cache_job_pods(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> Any:
     job = labels.get("job-name")
     return {(namespace, job): caches.slim_pod(body)} if job else None
 
 
 @kopf.index("apps", "v1", "deployments")
-def cache_deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+async def cache_deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     return {(namespace, name): caches.slim(body)}
 
 
 @kopf.index("apps", "v1", "replicasets")
-def cache_replicasets(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+async def cache_replicasets(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return {namespace: caches.slim(body)}
 
 
 @kopf.index("", "v1", "pods", labels={"pod-template-hash": kopf.PRESENT})
-def cache_app_pods(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+async def cache_app_pods(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return {namespace: caches.slim_pod(body)}
 
 
 @kopf.index("", "v1", "pods", labels={"controller-revision-hash": kopf.PRESENT})
-def cache_revision_pods(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
+async def cache_revision_pods(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
     return {namespace: caches.slim_pod(body)}
 
 
 @kopf.index("apps", "v1", "statefulsets")
-def cache_statefulsets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+async def cache_statefulsets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     return {(namespace, name): caches.slim(body)}
 
 
 @kopf.index("apps", "v1", "daemonsets")
-def cache_daemonsets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+async def cache_daemonsets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     return {(namespace, name): caches.slim(body)}
 
 
 @kopf.index("", "v1", "secrets")
-def cache_secrets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+async def cache_secrets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     """Key names only: a Secret's values are dropped here, never kept, logged or compared."""
     return {(namespace, name): caches.secret_keys(body)}
 
@@ -224,10 +244,11 @@ async def job_pod_event(
 
 
 def deployment_fingerprint(body: kopf.Body | dict[str, Any]) -> str:
-    """What of a Deployment a decision can depend on: its generation (any spec change), the
-    revision annotation (the rollout proof), deletion, and its status. A metadata-only change (an
-    annotation, a label) leaves it equal, so it wakes no migration: with one Deployment shared by
-    many migrations, such an event would otherwise reconcile every one of them."""
+    """What of a Deployment a rollout's decision can depend on: its generation, the revision
+    annotation (the rollout proof), deletion, and its status. A label change leaves it equal,
+    so it wakes no migration: with one Deployment shared by many migrations, such an event would
+    otherwise reconcile every one of them. (An annotation does change it: the API server bumps a
+    Deployment's generation on any annotation change, a legacy of its rollback annotation.)"""
     meta = body.get("metadata") or {}
     relevant = (
         meta.get("generation"),
@@ -238,7 +259,18 @@ def deployment_fingerprint(body: kopf.Body | dict[str, Any]) -> str:
     return json.dumps(relevant, sort_keys=True, default=str)
 
 
-_deployment_seen: dict[tuple[str | None, str], str] = {}
+def deployment_spec_fingerprint(body: kopf.Body | dict[str, Any]) -> str:
+    """What of a Deployment a migration that does not wait on its rollout can depend on: that
+    it exists, its spec (containers, images) and its deletion; not its status nor its metadata.
+    An annotation or a status update of a shared Deployment wakes only the rollout's waiters."""
+    meta = body.get("metadata") or {}
+    return json.dumps(
+        (body.get("spec"), meta.get("deletionTimestamp")), sort_keys=True, default=str
+    )
+
+
+#: Per Deployment, the two fingerprints of the last event that woke anything.
+_deployment_seen: dict[tuple[str | None, str], tuple[str, str]] = {}
 
 
 @kopf.on.event("apps", "v1", "deployments")
@@ -253,14 +285,19 @@ async def deployment_event(
     key = (namespace, name)
     if event["type"] == "DELETED":
         _deployment_seen.pop(key, None)
+        rollout_only = False
     else:
-        fingerprint = deployment_fingerprint(body)
-        if _deployment_seen.get(key) == fingerprint:
+        seen = _deployment_seen.get(key)
+        now = (deployment_fingerprint(body), deployment_spec_fingerprint(body))
+        if seen == now:
             return  # nothing a decision reads has changed
-        _deployment_seen[key] = fingerprint
-    for migration, _active, _rollout in _by_workload(kwargs).get(key, []):
-        _reconciler(memo, kwargs).enqueue(namespace, migration)
-    _wake(kwargs, memo, namespace, "Deployment", name)  # named in spec.workloads
+        _deployment_seen[key] = now
+        rollout_only = seen is not None and seen[1] == now[1]
+    for migration, _active, waits_on_rollout in _by_workload(kwargs).get(key, []):
+        if waits_on_rollout or not rollout_only:
+            _reconciler(memo, kwargs).enqueue(namespace, migration)
+    # Named in spec.workloads:
+    _wake(kwargs, memo, namespace, "Deployment", name, rollout_only=rollout_only)
 
 
 @kopf.on.event("", "v1", "pods", labels={"pod-template-hash": kopf.PRESENT})
@@ -281,7 +318,8 @@ def _wake_rollout(
     ):
         if active and waits_on_rollout:
             _reconciler(memo, kwargs).enqueue(namespace, migration)
-    _wake(kwargs, memo, namespace, "Deployment", deployment)  # named in spec.workloads
+    # Named in spec.workloads:
+    _wake(kwargs, memo, namespace, "Deployment", deployment, rollout_only=True)
 
 
 @kopf.on.event("apps", "v1", "replicasets")
@@ -311,25 +349,35 @@ WATCHED_KINDS = {"statefulsets": "StatefulSet", "daemonsets": "DaemonSet", "cron
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def by_kind(
+async def by_kind(
     namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> Any:
-    """Which migrations name which (kind, name) in spec.workloads, while they still care."""
+    """Which migrations name which (kind, name) in spec.workloads: (name, still cares, waits on
+    its rollout)."""
     entries = spec.get("workloads") or []
-    active = status.get("phase") not in DONE
+    phase = status.get("phase")
+    value = (name, phase not in DONE, phase in ROLLOUT_PHASES)
     return {
-        (namespace, str(e.get("kind")), str(e.get("name"))): (name, active)
+        (namespace, str(e.get("kind")), str(e.get("name"))): value
         for e in entries
         if isinstance(e, dict) and e.get("name")
     }
 
 
 def _wake(
-    kwargs: dict[str, Any], memo: kopf.Memo, namespace: str | None, kind: str, name: str
+    kwargs: dict[str, Any],
+    memo: kopf.Memo,
+    namespace: str | None,
+    kind: str,
+    name: str,
+    *,
+    rollout_only: bool = False,
 ) -> None:
+    """Wake the migrations that name this workload in spec.workloads and still care; with
+    `rollout_only` (a pod, a status), only those that wait on its rollout."""
     index: kopf.Index[tuple[str | None, str, str], Any] = kwargs["by_kind"]
-    for migration, active in index.get((namespace, kind, name), []):
-        if active:
+    for migration, active, waits_on_rollout in index.get((namespace, kind, name), []):
+        if active and (waits_on_rollout or not rollout_only):
             _reconciler(memo, kwargs).enqueue(namespace, migration)
 
 
@@ -357,7 +405,14 @@ async def revision_pod_event(
     """A StatefulSet's or DaemonSet's pod changed (the last old one leaving included)."""
     for ref in meta.get("ownerReferences", []) or []:
         if ref.get("kind") in ("StatefulSet", "DaemonSet"):
-            _wake(kwargs, memo, namespace, str(ref["kind"]), str(ref.get("name", "")))
+            _wake(
+                kwargs,
+                memo,
+                namespace,
+                str(ref["kind"]),
+                str(ref.get("name", "")),
+                rollout_only=True,
+            )
 
 
 @kopf.on.event("", "v1", "pods", labels={"job-name": kopf.PRESENT})
@@ -368,7 +423,7 @@ async def cronjob_pod_event(
     Jobs `<cronjob>-<suffix>`: wake the migrations naming any CronJob that prefix could be."""
     parts = str(labels.get("job-name", "")).split("-")
     for end in range(len(parts) - 1, 0, -1):
-        _wake(kwargs, memo, namespace, "CronJob", "-".join(parts[:end]))
+        _wake(kwargs, memo, namespace, "CronJob", "-".join(parts[:end]), rollout_only=True)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MIGRATION_UID: kopf.ABSENT})
@@ -378,4 +433,4 @@ async def cronjob_job_event(
     """A CronJob's Job changed (an old one finished): wake the migrations naming the CronJob."""
     for ref in meta.get("ownerReferences", []) or []:
         if ref.get("kind") == "CronJob":
-            _wake(kwargs, memo, namespace, "CronJob", str(ref.get("name", "")))
+            _wake(kwargs, memo, namespace, "CronJob", str(ref.get("name", "")), rollout_only=True)

@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(verbose=args.verbose, log_prefix=False)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    if not args.verbose:
+        # kopf logs every handler and index call on every event at INFO ("Handler ... succeeded"):
+        # thousands of lines a minute with many migrations, and no news. Failures still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf.run(
         standalone=True,
         clusterwide=not settings.namespaces,

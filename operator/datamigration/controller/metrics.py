@@ -76,7 +76,9 @@ LEADERSHIP_ACQUIRED = Counter(
 
 _lock = threading.Lock()
 _phases: dict[Key, str] = {}
-_phase_labels: set[str] = set()  # every phase ever reported: a phase left empty reads 0
+#: How many migrations are in each phase, kept as `_phases` changes (counting them all on every
+#: reconcile was quadratic in the number of migrations); a phase left empty stays, at 0.
+_phase_counts: dict[str, int] = {}
 _last_api_answer = {"at": time.monotonic()}
 
 
@@ -113,9 +115,7 @@ def _stalled_reason(status: Mapping[str, Any]) -> str | None:
 def record(key: Key, before: Mapping[str, Any], after: Mapping[str, Any]) -> None:
     """What one reconcile changed: phase counts, finished phases, new stalls, backfill rows.
     `before` is the status as read, `after` as written (the same when nothing changed)."""
-    with _lock:
-        _phases[key] = str(after.get("phase") or "Pending")
-    _publish_phases()
+    _set_phase(key, str(after.get("phase") or "Pending"))
     old_phases = before.get("phases") or {}
     for name, info in (after.get("phases") or {}).items():
         if not isinstance(info, Mapping) or (old_phases.get(name) or {}).get("finishedAt"):
@@ -136,21 +136,25 @@ def record(key: Key, before: Mapping[str, Any], after: Mapping[str, Any]) -> Non
         BACKFILL_ROWS_REMAINING.labels(*key).set(max(0.0, estimated - done))
 
 
-def _publish_phases() -> None:
+def _set_phase(key: Key, phase: str | None) -> None:
+    """Move one migration to `phase` (None: forget it) and publish the two counts it changes."""
     with _lock:
-        counts: dict[str, int] = {}
-        for value in _phases.values():
-            counts[value] = counts.get(value, 0) + 1
-        _phase_labels.update(counts)
-        labels = sorted(_phase_labels)
-    for name in labels:
-        MIGRATIONS.labels(phase=name).set(counts.get(name, 0))
+        old = _phases.pop(key, None)
+        if phase is not None:
+            _phases[key] = phase
+        if old == phase:
+            return
+        changed = {}
+        for name, step in ((old, -1), (phase, 1)):
+            if name is not None:
+                _phase_counts[name] = _phase_counts.get(name, 0) + step
+                changed[name] = _phase_counts[name]
+    for name, count in changed.items():
+        MIGRATIONS.labels(phase=name).set(count)
 
 
 def forget(key: Key) -> None:
-    with _lock:
-        _phases.pop(key, None)
-    _publish_phases()
+    _set_phase(key, None)
     for gauge in (BACKFILL_ROWS_DONE, BACKFILL_ROWS_PER_SECOND, BACKFILL_ROWS_REMAINING):
         with contextlib.suppress(KeyError):
             gauge.remove(*key)

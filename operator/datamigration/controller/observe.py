@@ -12,13 +12,19 @@ workload, one owner). Every message copied from a pod or a Job is scrubbed here,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor
 from typing import Any
 
-from datamigration.controller.cache import reader_for
+from datamigration.controller.cache import CachedApi, reader_for
 from datamigration.core.decide import ACCEPT_CHANGE_ANNOTATION
-from datamigration.core.jobs import LABEL_MIGRATION_UID, observe_job, true_condition
-from datamigration.core.observed import Invalid, Observed, Peer, Target
+from datamigration.core.jobs import (
+    LABEL_MIGRATION_UID,
+    JobObservation,
+    observe_job,
+    true_condition,
+)
+from datamigration.core.observed import Invalid, Observed, Peer, Workload, peer_from
 from datamigration.core.redact import scrub
 from datamigration.core.spec import MigrationSpec
 from datamigration.k8s.protocol import OperatorApi
@@ -27,70 +33,68 @@ from datamigration.k8s.workloads import read_workload
 RETRY_ANNOTATION = "datamigration.dev/retry"
 
 
-def _targets(spec: Mapping[str, Any]) -> tuple[Target, ...]:
-    """What another migration sets or waits for, read leniently from its raw spec (it may be
-    invalid; then it names nothing)."""
-    single, many = spec.get("workload"), spec.get("workloads")
-    entries = [single] if isinstance(single, Mapping) else many if isinstance(many, list) else []
-    found = []
-    for entry in entries:
-        if not isinstance(entry, Mapping) or entry.get("kind") == "Pods":
-            continue
-        containers = entry.get("containers")
-        names = containers if isinstance(containers, list) else [entry.get("container", "")]
-        image = entry.get("image")
-        for container in names:
-            found.append(
-                Target(
-                    str(entry.get("kind") or "Deployment"),
-                    str(entry.get("name", "")),
-                    str(container),
-                    str(image) if image else None,
-                )
-            )
-    return tuple(found)
+def peer_source(reads: OperatorApi) -> Callable[[str], Sequence[Peer]]:
+    """How to read a namespace's other migrations from `reads`: the watch cache keeps each one's
+    Peer, derived when it last changed; any other source is listed and derived here."""
+    if isinstance(reads, CachedApi):
+        return reads.list_peers
 
+    def listed(namespace: str) -> list[Peer]:
+        return [p for p in map(peer_from, reads.list_migrations(namespace)) if p is not None]
 
-def _peer(obj: Mapping[str, Any]) -> Peer | None:
-    meta = obj.get("metadata", {})
-    spec = obj.get("spec") or {}
-    targets = _targets(spec) if isinstance(spec, Mapping) else ()
-    if not targets:
-        return None
-    first = targets[0]
-    return Peer(
-        name=str(meta.get("name", "")),
-        created=str(meta.get("creationTimestamp", "")),
-        workload=first.name,
-        container=first.container,
-        image=first.image,
-        phase=str((obj.get("status") or {}).get("phase") or "Pending"),
-        targets=targets,
-    )
+    return listed
 
 
 def observe(
     api: OperatorApi,
     body: dict[str, Any],
     spec: MigrationSpec | Invalid,
-    peer_reads: OperatorApi | None = None,
+    peers_of: Callable[[str], Sequence[Peer]] | None = None,
+    parallel: Executor | None = None,
 ) -> Observed:
-    """What `decide` needs, read from `api`; the namespace's other migrations from
-    `peer_reads` when given (the reconciler passes the watch cache there, see below)."""
+    """What `decide` needs, read from `api`; the namespace's other migrations from `peers_of`
+    when given (the reconciler passes the watch cache's, see below). With `parallel`, the
+    three independent reads (the Jobs with their pods, the workloads, the Secret) run side by
+    side, each in its own order: the reconciler passes it for the live reads before an action,
+    which sit between a rollout's proof and its contract Job."""
     meta = body["metadata"]
     namespace, generation = meta["namespace"], int(meta.get("generation", 0))
     annotations = meta.get("annotations") or {}
 
-    jobs = []
-    job_pods: dict[str, Sequence[Mapping[str, Any]]] = {}
-    for job in api.list_jobs(namespace, f"{LABEL_MIGRATION_UID}={meta['uid']}"):
-        name = job["metadata"]["name"]
-        # A finished Job's pods matter only for a failure's exit code and message.
-        done = true_condition(job, "Complete") or true_condition(job, "SuccessCriteriaMet")
-        pods = [] if done else api.list_pods(namespace, f"job-name={name}")
-        job_pods[name] = pods
-        seen = observe_job(job, pods)
-        jobs.append(dataclasses.replace(seen, message=scrub(seen.message)))
+    def read_jobs() -> tuple[list[JobObservation], dict[str, Sequence[Mapping[str, Any]]]]:
+        jobs = []
+        job_pods: dict[str, Sequence[Mapping[str, Any]]] = {}
+        for job in api.list_jobs(namespace, f"{LABEL_MIGRATION_UID}={meta['uid']}"):
+            name = job["metadata"]["name"]
+            # A finished Job's pods matter only for a failure's exit code and message.
+            done = true_condition(job, "Complete") or true_condition(job, "SuccessCriteriaMet")
+            pods = [] if done else api.list_pods(namespace, f"job-name={name}")
+            job_pods[name] = pods
+            seen = observe_job(job, pods)
+            jobs.append(dataclasses.replace(seen, message=scrub(seen.message)))
+        return jobs, job_pods
+
+    def read_workloads() -> tuple[Workload | None, ...]:
+        assert not isinstance(spec, Invalid)
+        return tuple(
+            read_workload(reader_for(api, w.kind), namespace, w.kind, w.name, w.selector)
+            for w in spec.workloads
+        )
+
+    def read_secret() -> bool | None:
+        assert not isinstance(spec, Invalid)
+        return api.secret_has_key(namespace, spec.database.name, spec.database.key)
+
+    checked = not isinstance(spec, Invalid)
+    if parallel is not None and checked:
+        pending_workloads = parallel.submit(read_workloads)
+        pending_secret = parallel.submit(read_secret)
+        jobs, job_pods = read_jobs()
+        workloads, has_key = pending_workloads.result(), pending_secret.result()
+    else:
+        jobs, job_pods = read_jobs()
+        workloads = read_workloads() if checked else ()
+        has_key = read_secret() if checked else None
     common: dict[str, Any] = {
         "generation": generation,
         "jobs": tuple(jobs),
@@ -103,11 +107,6 @@ def observe(
     if isinstance(spec, Invalid):
         return Observed(secret_exists=False, workload=None, **common)
 
-    workloads = tuple(
-        read_workload(reader_for(api, w.kind), namespace, w.kind, w.name, w.selector)
-        for w in spec.workloads
-    )
-    has_key = api.secret_has_key(namespace, spec.database.name, spec.database.key)
     # Every migration of the namespace: a peer may name our workloads in spec.workloads, which
     # a field selector on spec.workload.name cannot find.
     # From the DataMigrations' watch even when everything else is read live: a peer can only
@@ -116,9 +115,9 @@ def observe(
     # delivered this migration itself, so the cache cannot miss one; a peer's finishing seen late
     # only makes this migration wait a moment longer. Listing a namespace of a thousand
     # migrations from the API server before each action cost more than everything else.
-    peers = tuple(
-        p for p in map(_peer, (peer_reads or api).list_migrations(namespace)) if p is not None
-    )
+    # Each migration's Peer is derived once per change of it, in its watch's index: deriving
+    # a thousand of them on every reconcile was most of the reconcile's time.
+    peers = tuple((peers_of or peer_source(api))(namespace))
     return Observed(
         secret_exists=has_key is not None,
         secret_has_key=bool(has_key),

@@ -26,6 +26,7 @@ again before each write.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import functools
 import json
@@ -36,7 +37,8 @@ from typing import Any
 
 from datamigration.controller import metrics
 from datamigration.controller.act import Fence, NotLeader, StatusConflict, act
-from datamigration.controller.observe import observe
+from datamigration.controller.cache import CachedApi
+from datamigration.controller.observe import observe, peer_source
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.decide import (
     TERMINAL,
@@ -57,8 +59,9 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 MAX_BACKOFF = 60.0
 MAX_CONFLICTS = 5
-#: Validated specs kept (`Reconciler._validate`): more than the migrations one operator serves.
-SPEC_CACHE_SIZE = 4096
+#: Validated specs kept (`Reconciler._validate`): the migrations that are active at once (each
+#: reconciles often); an idle one is reconciled rarely, and validated again then (about 1 ms).
+SPEC_CACHE_SIZE = 256
 CONFLICT_RETRY_SECONDS = 0.5
 
 
@@ -79,6 +82,14 @@ class Reconciler:
     _dirty: set[Key] = field(default_factory=set)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _failures: dict[Key, int] = field(default_factory=dict)
+    #: Threads for the independent reads of one live observation (`observe(parallel=)`): two
+    #: per reconcile that may run at once (threads start on first use).
+    _live_reads: concurrent.futures.ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._live_reads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=2 * self.settings.workers, thread_name_prefix="live-read"
+        )
 
     def enqueue(self, namespace: str | None, name: str) -> None:
         """Reconcile this migration soon; coalesces with a reconcile already under way."""
@@ -95,7 +106,16 @@ class Reconciler:
 
     async def resync(self) -> int:
         """Enqueue every migration this operator serves (on becoming the leader), from the
-        watch cache when it is complete (no request), else from the API server."""
+        watch cache (no request).
+
+        When the watches have not completed their first listing yet, nothing is enqueued here:
+        kopf hands every existing migration to `migration_event` once they have, and this
+        process already leads then, so each is enqueued by its own first event. Enqueued now,
+        every one would be reconciled from the API server (the caches are not complete), six
+        requests or more each, while kopf is still listing: at start-up, most of the time."""
+        if isinstance(self.reads, CachedApi) and not self.reads.cache.bound:
+            log.info("resync: left to the watches' first events (they are still listing)")
+            return 0
         namespaces: list[str | None] = list(self.settings.namespaces) or [None]
         reads = self.reads or self.api
         count = 0
@@ -199,8 +219,18 @@ class Reconciler:
             metrics.record(key, status, decision.status)
             return None
         spec = self._validate(body.get("spec"))
-        observed = observe(reads, body, spec, peer_reads=self.reads)
+        peers_of = peer_source(self.reads) if self.reads is not None else None
+        parallel = self._live_reads if live and self.reads is not None else None
+        observed = observe(reads, body, spec, peers_of=peers_of, parallel=parallel)
         decision = decide(spec, status, observed, self.now())
+        log.debug(
+            "%s/%s: decided on %s reads: phase %s, %s",
+            namespace,
+            name,
+            "live" if live else "cached",
+            decision.status.get("phase"),
+            ", ".join(type(a).__name__ for a in decision.actions) or "no action",
+        )
         if not live and _has_side_effects(decision):
             # Never act on a cache: read everything from the API server and decide again.
             return self._reconcile(namespace, name, live=True)

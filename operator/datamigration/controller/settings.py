@@ -19,6 +19,7 @@ _LABEL_KEY = re.compile(
 )
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+MAX_WORKERS = 256
 
 
 class SettingsError(ValueError):
@@ -52,6 +53,10 @@ class OperatorSettings:
     metrics_port: int = 9090
     #: Seconds without any answer from the API server after which the process is not live.
     api_liveness_bound: float = 60.0
+    #: Reconciles that may run at once (worker threads, and API connections to match). A
+    #: reconcile mostly waits on the API server, so this is above the core count: a rollout
+    #: that unblocks many migrations at once gets their contract Jobs created side by side.
+    workers: int = 32
 
     @property
     def jobs(self) -> JobSettings:
@@ -120,7 +125,13 @@ class OperatorSettings:
             raise SettingsError(
                 f"DATAMIGRATION_METRICS_PORT: {port_text!r} is not a port (0-65535)"
             )
+        workers_text = env.get("DATAMIGRATION_WORKERS", str(defaults.workers))
+        if not workers_text.isdigit() or not 1 <= int(workers_text) <= MAX_WORKERS:
+            raise SettingsError(
+                f"DATAMIGRATION_WORKERS: {workers_text!r} is not a number from 1 to {MAX_WORKERS}"
+            )
         return cls(
+            workers=int(workers_text),
             leader_election=election == "true",
             lease_namespace=lease_namespace,
             lease_name=lease_name,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from datamigration.core import reasons as R
-from datamigration.core.observed import Observed, Target
+from datamigration.core.observed import Observed, Peer, Target
 from datamigration.core.rules import TERMINAL
 from datamigration.core.spec import MigrationSpec
 from datamigration.core.workloads import template_containers
@@ -47,28 +47,33 @@ def workload_owner(spec: MigrationSpec, observed: Observed) -> Blocked | None:
     creationTimestamp, then by name: timestamps have one-second resolution) goes on, the other
     waits."""
     me = (observed.created, observed.name)
-    mine = _targets(spec)
-    for peer in sorted(observed.peers, key=lambda p: (p.created, p.name)):
-        if peer.name == observed.name or peer.phase in TERMINAL or (peer.created, peer.name) >= me:
+    mine = {(t.kind, t.name, t.container): t for t in _targets(spec)}
+    # The oldest conflicting peer is named; found in one pass (no sort: a namespace may hold
+    # a thousand migrations, and this runs on every reconcile).
+    found: tuple[tuple[str, str], Peer, Target, Target] | None = None
+    for peer in observed.peers:
+        order = (peer.created, peer.name)
+        if peer.name == observed.name or peer.phase in TERMINAL or order >= me:
+            continue
+        if found is not None and order >= found[0]:
             continue
         for theirs in peer.all_targets:
-            for target in mine:
-                if (theirs.kind, theirs.name, theirs.container) != (
-                    target.kind,
-                    target.name,
-                    target.container,
-                ) or theirs.image == target.image:
-                    continue
-                return Blocked(
-                    R.WORKLOAD_CONFLICT,
-                    f"DataMigration {peer.name} (phase {peer.phase}) also targets {target.kind} "
-                    f"{target.name} container {target.container} with image "
-                    f"{theirs.image or '(observed)'}; this one (image "
-                    f"{target.image or '(observed)'}) waits until {peer.name} has Succeeded or "
-                    "is Aborted",
-                    recheck_after=RECHECK_SECONDS,
-                )
-    return None
+            target = mine.get((theirs.kind, theirs.name, theirs.container))
+            if target is not None and theirs.image != target.image:
+                found = (order, peer, theirs, target)
+                break
+    if found is None:
+        return None
+    _, peer, theirs, target = found
+    return Blocked(
+        R.WORKLOAD_CONFLICT,
+        f"DataMigration {peer.name} (phase {peer.phase}) also targets {target.kind} "
+        f"{target.name} container {target.container} with image "
+        f"{theirs.image or '(observed)'}; this one (image "
+        f"{target.image or '(observed)'}) waits until {peer.name} has Succeeded or "
+        "is Aborted",
+        recheck_after=RECHECK_SECONDS,
+    )
 
 
 def secret(spec: MigrationSpec, observed: Observed) -> Blocked | None:

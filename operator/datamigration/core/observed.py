@@ -1,7 +1,8 @@
 """What `decide` is given: the spec's verdict and the world as observed from the API.
 
 Plain frozen data, filled by `controller/observe.py` (from the API) and by the unit tests (from
-factories); shared by `decide` and the gates (`core/gates.py`).
+factories); shared by `decide` and the gates (`core/gates.py`). `peer_from` reads another
+migration's raw object into a `Peer` (the watch cache keeps one per migration).
 """
 
 from __future__ import annotations
@@ -85,3 +86,47 @@ class Observed:
 
     def workload_list(self) -> Sequence[Workload | None]:
         return self.workloads or (self.workload,)
+
+
+def _targets(spec: Mapping[str, Any]) -> tuple[Target, ...]:
+    """What another migration sets or waits for, read leniently from its raw spec (it may be
+    invalid; then it names nothing)."""
+    single, many = spec.get("workload"), spec.get("workloads")
+    entries = [single] if isinstance(single, Mapping) else many if isinstance(many, list) else []
+    found = []
+    for entry in entries:
+        if not isinstance(entry, Mapping) or entry.get("kind") == "Pods":
+            continue
+        containers = entry.get("containers")
+        names = containers if isinstance(containers, list) else [entry.get("container", "")]
+        image = entry.get("image")
+        for container in names:
+            found.append(
+                Target(
+                    str(entry.get("kind") or "Deployment"),
+                    str(entry.get("name", "")),
+                    str(container),
+                    str(image) if image else None,
+                )
+            )
+    return tuple(found)
+
+
+def peer_from(obj: Mapping[str, Any]) -> Peer | None:
+    """Another migration as `workload_owner` sees it, read leniently from the raw object (its
+    spec may be invalid; then it names nothing and is no peer)."""
+    meta = obj.get("metadata", {})
+    spec = obj.get("spec") or {}
+    targets = _targets(spec) if isinstance(spec, Mapping) else ()
+    if not targets:
+        return None
+    first = targets[0]
+    return Peer(
+        name=str(meta.get("name", "")),
+        created=str(meta.get("creationTimestamp", "")),
+        workload=first.name,
+        container=first.container,
+        image=first.image,
+        phase=str((obj.get("status") or {}).get("phase") or "Pending"),
+        targets=targets,
+    )

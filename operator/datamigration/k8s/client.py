@@ -68,14 +68,23 @@ def _error(exc: ApiException) -> KubeError:
     return KubeError(status=int(exc.status or 0), reason=reason, message=message)
 
 
-def load_api_client() -> client.ApiClient:
-    """An ApiClient from $KUBECONFIG (or ~/.kube/config), else the pod's service account."""
+def load_api_client(connections: int | None = None) -> client.ApiClient:
+    """An ApiClient from $KUBECONFIG (or ~/.kube/config), else the pod's service account.
+
+    `connections`: how many connections the pool keeps for reuse; callers with more threads
+    than the client's default (5 per core) pass their thread count, or every request above it
+    would pay a new TLS handshake."""
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     else:
         # Passed explicitly: the client reads $KUBECONFIG once, when it is imported.
         config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
-    return client.ApiClient()
+    configuration = client.Configuration.get_default_copy()
+    if connections is not None:
+        configuration.connection_pool_maxsize = max(
+            connections, configuration.connection_pool_maxsize
+        )
+    return client.ApiClient(configuration)
 
 
 class KubeClient:

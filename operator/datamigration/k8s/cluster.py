@@ -10,12 +10,18 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from datamigration.k8s.client import JSON, KubeClient, KubeError, migration_path
 
 COMPONENT = "datamigration-operator"
+#: Seconds during which a namespace's runner identity, once made sure of, is not created again:
+#: when a rollout releases many contract Jobs of one namespace at once, two creates per Job
+#: (each a 409) sat on the path to every Job. Short, so that an identity deleted by hand comes
+#: back with the next Job after it.
+RUNNER_IDENTITY_TTL = 60.0
 
 
 ROLLOUT_GROUP_VERSION = "argoproj.io/v1alpha1"
@@ -106,6 +112,8 @@ class ClusterApi:
 
     def __init__(self, kube: KubeClient | None = None) -> None:
         self.kube = kube or KubeClient()
+        #: When each namespace's runner identity was last made sure of (`ensure_runner_identity`).
+        self._identity_ensured: dict[tuple[str, str, str], float] = {}
 
     # -- DataMigrations (get/list/patch datamigrations, patch datamigrations/status) ----------
     # The operator lists its namespace's migrations to find another owner of the workload.
@@ -272,6 +280,10 @@ class ClusterApi:
     def ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None:
         """The runner's ServiceAccount and its binding to the ClusterRole that lets it report
         progress (patch datamigrations/status) in this namespace only."""
+        key = (namespace, account, cluster_role)
+        ensured = self._identity_ensured.get(key)
+        if ensured is not None and time.monotonic() - ensured < RUNNER_IDENTITY_TTL:
+            return  # made sure of moments ago (many Jobs of one namespace start together)
         labels = {"app.kubernetes.io/managed-by": COMPONENT}
         objects: list[tuple[str, JSON]] = [
             (
@@ -305,6 +317,7 @@ class ClusterApi:
             except KubeError as exc:
                 if not exc.conflict:
                     raise
+        self._identity_ensured[key] = time.monotonic()
 
     # -- Events (create events) ---------------------------------------------------------------
     def post_event(
