@@ -9,7 +9,10 @@ run as local processes (localcluster executor), so the database work is one tiny
 migration, named by a key of the namespace's Secret.
 
 Three stages, each with its own operator process (localcluster.operatorproc, leader election on,
-as the chart runs it), so that one stage's traffic never counts in another's figures:
+without --verbose, as the chart runs it), so that one stage's traffic never counts in another's
+figures. Stages 1 and 3 serve the whole cluster, as the chart does by default (every namespace an
+earlier run of this bench left is deleted first; any other DataMigration in the cluster is served
+too, and a line says so); stage 2 serves its own namespace (stage 1's migrations still exist):
 
 1. `--migrations` across `--namespaces` exist before the operator starts; the even-numbered ones
    are paused (their Secret exists), the odd-numbered ones name a Secret that does not exist.
@@ -36,6 +39,8 @@ as the chart runs it), so that one stage's traffic never counts in another's fig
      defines it, seen on this process's watches) to the moment its contract Job exists (same
      watches, one clock). `proven_during_fanout` says whether the proof came before that
      fan-out was processed (window end: the operator quiet again), the case the figure is for.
+   - fanout_reconciles (printed, not a target): reconciles that annotation caused; those
+     decided on the caches cost no request, so the request count alone would not show them.
 3. Every stage-1 migration is let go to Succeeded: the missing Secret is created without keys,
    every Deployment rolls out `shop-api:2`, then migrations are released (unpaused, or their key
    added to the Secret) keeping at most `--concurrency` unfinished at once (each Job is a local

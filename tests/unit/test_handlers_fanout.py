@@ -34,9 +34,9 @@ def woken_by(call: Callable[[kopf.Memo, dict[str, Any]], Awaitable[None]]) -> li
     indexes: dict[str, Any] = {
         "by_workload": {
             (NS, "web"): [
-                ("rolling-out", True, True),  # RollingOut: waits on the rollout
-                ("expanding", True, False),  # Expanding: the pods cannot change its decision
-                ("done", False, False),  # Succeeded
+                ("rolling-out", True, True, False),  # RollingOut: waits on the rollout
+                ("expanding", True, False, False),  # Expanding: the pods cannot change it
+                ("done", False, False, False),  # Succeeded
             ]
         },
         "by_kind": {},
@@ -96,8 +96,10 @@ def test_the_secret_index_names_the_migrations_secret() -> None:
 
 
 def test_the_workload_index_says_which_migrations_wait_on_a_rollout() -> None:
-    def entry(phase: str) -> Any:
-        body = kopf.Body({"spec": {"workload": {"name": "web"}}, "status": {"phase": phase}})
+    def entry(phase: str, ready_reason: str = "") -> Any:
+        conditions = [{"type": "Ready", "status": "False", "reason": ready_reason}]
+        status = {"phase": phase, "conditions": conditions}
+        body = kopf.Body({"spec": {"workload": {"name": "web"}}, "status": status})
         found = asyncio.run(
             handlers.by_workload(
                 namespace=NS, name="m", spec=kopf.Spec(body), status=kopf.Status(body)
@@ -105,7 +107,10 @@ def test_the_workload_index_says_which_migrations_wait_on_a_rollout() -> None:
         )
         return found[(NS, "web")]
 
-    assert entry("RollingOut") == ("m", True, True)
-    assert entry("Contracting") == ("m", True, True)
-    assert entry("Expanding") == ("m", True, False)
-    assert entry("Succeeded") == ("m", False, False)
+    assert entry("RollingOut") == ("m", True, True, False)
+    assert entry("Contracting") == ("m", True, True, False)
+    assert entry("Expanding") == ("m", True, False, False)
+    assert entry("Succeeded") == ("m", False, False, False)
+    assert entry("Paused") == ("m", True, False, True)
+    # Before expand, waiting for the workload to be stable: its pods and status matter.
+    assert entry("Pending", "WaitingForWorkload") == ("m", True, True, False)

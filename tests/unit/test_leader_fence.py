@@ -206,7 +206,7 @@ def test_the_reference_lists_exactly_the_metrics() -> None:
     assert len(defined) == 12 and defined == listed
 
 
-def test_a_shared_deployments_metadata_or_status_wakes_only_its_rollouts_waiters() -> None:
+def test_a_shared_deployments_metadata_or_status_wakes_no_paused_migration() -> None:
     """As the API server does it: an annotation bumps a Deployment's generation (a legacy of
     its rollback annotation), a label does not; neither changes its spec."""
     import kopf
@@ -229,8 +229,20 @@ def test_a_shared_deployments_metadata_or_status_wakes_only_its_rollouts_waiters
     woken: list[str] = []
     rec.enqueue = lambda namespace, name: woken.append(name)  # type: ignore[method-assign]
     memo = kopf.Memo(reconciler=rec, cache=WatchCache())
-    index = {(NS, "api"): [("expanding", True, False), ("rolling-out", True, True)]}
-    kinds = {(NS, "Deployment", "api"): [("listed", True, False), ("listed-rolling", True, True)]}
+    index = {
+        (NS, "api"): [
+            ("expanding", True, False, False),
+            ("rolling-out", True, True, False),
+            ("paused", True, False, True),
+            ("done", False, False, False),
+        ]
+    }
+    kinds = {
+        (NS, "Deployment", "api"): [
+            ("listed", True, False, False),
+            ("listed-rolling", True, True, False),
+        ]
+    }
 
     def event(body: dict[str, Any]) -> list[str]:
         woken.clear()
@@ -250,14 +262,14 @@ def test_a_shared_deployments_metadata_or_status_wakes_only_its_rollouts_waiters
     def changed(base: dict[str, Any], **parts: Any) -> dict[str, Any]:
         return {**base, **{k: {**base[k], **v} for k, v in parts.items()}}
 
-    everyone = ["expanding", "listed", "listed-rolling", "rolling-out"]
-    waiters = ["listed-rolling", "rolling-out"]
-    assert event(deployment) == everyone  # first sight
+    everyone = ["expanding", "listed", "listed-rolling", "paused", "rolling-out"]
+    unpaused = ["expanding", "listed", "listed-rolling", "rolling-out"]
+    assert event(deployment) == everyone  # first sight: all that still care
     labelled = changed(deployment, metadata={"labels": {"team": "web"}})
     assert event(labelled) == []
     annotated = changed(labelled, metadata={"generation": 4, "annotations": {"team": "web"}})
-    assert event(annotated) == waiters
+    assert event(annotated) == unpaused  # status and metadata: never the paused ones
     caught_up = changed(annotated, status={"observedGeneration": 4})
-    assert event(caught_up) == waiters
+    assert event(caught_up) == unpaused
     new_image = {"template": {"spec": {"containers": [{"name": "api", "image": "api:2"}]}}}
     assert event(changed(caught_up, metadata={"generation": 5}, spec=new_image)) == everyone

@@ -16,10 +16,13 @@ that owns the work queue.
 
 Reads come from the watches (controller/cache.py): the `cache_*` indexes below keep what each
 watch saw, and kopf completes them all before it runs any handler. An event wakes only the
-migrations whose decision it can change: a Deployment's metadata-only change wakes none; a pod
-or ReplicaSet wakes only the migrations that wait on a rollout (`ROLLOUT_PHASES`); a Secret
-wakes the migrations that name it (instead of a timer); the echo of the operator's own status
-write wakes nothing when there was nothing more to do (`Reconciler.is_own_echo`).
+migrations whose decision it can change (`concerned`): a change of a Deployment's spec wakes
+every migration naming it that still cares; of its status or metadata, none that is paused (an
+annotation bumps a Deployment's generation, so it is not "metadata-only" to the API server); a
+pod or ReplicaSet wakes only the migrations that wait on the workload (`ROLLOUT_PHASES`, or
+waiting for a stable workload before a database phase); a Secret wakes the migrations that name
+it (instead of a timer); the echo of the operator's own status write wakes nothing when there
+was nothing more to do (`Reconciler.is_own_echo`).
 """
 
 from __future__ import annotations
@@ -99,6 +102,34 @@ async def release_lease(memo: kopf.Memo, **_: Any) -> None:
 #: The phases in which a workload's pods and ReplicaSets can change a decision: the rollout is
 #: awaited or proven, or the contract runs (a regression withdraws it).
 ROLLOUT_PHASES = ("RollingOut", "AwaitingApproval", "Contracting")
+#: Ready reasons of a migration waiting on its workload in any phase (stable before a database
+#: phase, or a regressed rollout): its pods and status can change its decision too.
+WORKLOAD_WAITS = ("WaitingForWorkload", "RolloutRegressed")
+
+
+def workload_interest(
+    name: str, status: kopf.Status | dict[str, Any]
+) -> tuple[str, bool, bool, bool]:
+    """What a migration's index entry says about it, for the wake-up rules below: (name, still
+    cares (not finished), waits on the workload's pods and status, paused)."""
+    phase = status.get("phase")
+    reasons = {c.get("reason") for c in status.get("conditions") or [] if c.get("type") == "Ready"}
+    waits = phase in ROLLOUT_PHASES or bool(reasons & set(WORKLOAD_WAITS))
+    return (name, phase not in DONE, waits, phase == "Paused")
+
+
+def concerned(entry: tuple[str, bool, bool, bool], change: str) -> bool:
+    """Whether a change of a workload can change this migration's decision: a change of its
+    spec (or its appearance, its deletion), any that still cares; a change of its status or
+    metadata, the unpaused ones that still care (the expand phase waits for a stable workload);
+    a pod or a ReplicaSet, only those waiting on the workload. With one Deployment shared by a
+    thousand paused migrations, its annotation or its pods' churn wakes none of them."""
+    _name, active, waits, paused = entry
+    if change == "spec":
+        return active
+    if change == "status":
+        return active and (waits or not paused)
+    return active and waits
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -107,8 +138,7 @@ async def by_workload(
 ) -> Any:
     """Which migrations target which Deployment: (name, still cares, waits on its rollout)."""
     workload = spec.get("workload", {}).get("name")
-    phase = status.get("phase")
-    return {(namespace, workload): (name, phase not in DONE, phase in ROLLOUT_PHASES)}
+    return {(namespace, workload): workload_interest(name, status)}
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
@@ -285,19 +315,18 @@ async def deployment_event(
     key = (namespace, name)
     if event["type"] == "DELETED":
         _deployment_seen.pop(key, None)
-        rollout_only = False
+        change = "spec"
     else:
         seen = _deployment_seen.get(key)
         now = (deployment_fingerprint(body), deployment_spec_fingerprint(body))
         if seen == now:
             return  # nothing a decision reads has changed
         _deployment_seen[key] = now
-        rollout_only = seen is not None and seen[1] == now[1]
-    for migration, _active, waits_on_rollout in _by_workload(kwargs).get(key, []):
-        if waits_on_rollout or not rollout_only:
-            _reconciler(memo, kwargs).enqueue(namespace, migration)
-    # Named in spec.workloads:
-    _wake(kwargs, memo, namespace, "Deployment", name, rollout_only=rollout_only)
+        change = "status" if seen is not None and seen[1] == now[1] else "spec"
+    for entry in _by_workload(kwargs).get(key, []):
+        if concerned(entry, change):
+            _reconciler(memo, kwargs).enqueue(namespace, entry[0])
+    _wake(kwargs, memo, namespace, "Deployment", name, change=change)  # named in spec.workloads
 
 
 @kopf.on.event("", "v1", "pods", labels={"pod-template-hash": kopf.PRESENT})
@@ -311,15 +340,14 @@ async def pod_event(namespace: str | None, body: kopf.Body, memo: kopf.Memo, **k
 def _wake_rollout(
     kwargs: dict[str, Any], memo: kopf.Memo, namespace: str | None, deployment: str
 ) -> None:
-    """Wake the migrations that wait on this Deployment's rollout (not the others: with many
+    """Wake the migrations that wait on this Deployment's pods (not the others: with many
     migrations sharing one Deployment, every pod event would reconcile all of them)."""
-    for migration, active, waits_on_rollout in _by_workload(kwargs).get(
-        (namespace, deployment), []
-    ):
-        if active and waits_on_rollout:
-            _reconciler(memo, kwargs).enqueue(namespace, migration)
-    # Named in spec.workloads:
-    _wake(kwargs, memo, namespace, "Deployment", deployment, rollout_only=True)
+    for entry in _by_workload(kwargs).get((namespace, deployment), []):
+        if concerned(entry, change="pods"):
+            _reconciler(memo, kwargs).enqueue(namespace, entry[0])
+    _wake(
+        kwargs, memo, namespace, "Deployment", deployment, change="pods"
+    )  # named in spec.workloads
 
 
 @kopf.on.event("apps", "v1", "replicasets")
@@ -355,8 +383,7 @@ async def by_kind(
     """Which migrations name which (kind, name) in spec.workloads: (name, still cares, waits on
     its rollout)."""
     entries = spec.get("workloads") or []
-    phase = status.get("phase")
-    value = (name, phase not in DONE, phase in ROLLOUT_PHASES)
+    value = workload_interest(name, status)
     return {
         (namespace, str(e.get("kind")), str(e.get("name"))): value
         for e in entries
@@ -371,14 +398,14 @@ def _wake(
     kind: str,
     name: str,
     *,
-    rollout_only: bool = False,
+    change: str = "spec",
 ) -> None:
-    """Wake the migrations that name this workload in spec.workloads and still care; with
-    `rollout_only` (a pod, a status), only those that wait on its rollout."""
+    """Wake the migrations that name this workload in spec.workloads and are `concerned` by
+    this kind of change (a workload object's own event: "spec", unless told otherwise)."""
     index: kopf.Index[tuple[str | None, str, str], Any] = kwargs["by_kind"]
-    for migration, active, waits_on_rollout in index.get((namespace, kind, name), []):
-        if active and (waits_on_rollout or not rollout_only):
-            _reconciler(memo, kwargs).enqueue(namespace, migration)
+    for entry in index.get((namespace, kind, name), []):
+        if concerned(entry, change):
+            _reconciler(memo, kwargs).enqueue(namespace, entry[0])
 
 
 @kopf.on.event("apps", "v1", "statefulsets")
@@ -411,7 +438,7 @@ async def revision_pod_event(
                 namespace,
                 str(ref["kind"]),
                 str(ref.get("name", "")),
-                rollout_only=True,
+                change="pods",
             )
 
 
@@ -423,7 +450,7 @@ async def cronjob_pod_event(
     Jobs `<cronjob>-<suffix>`: wake the migrations naming any CronJob that prefix could be."""
     parts = str(labels.get("job-name", "")).split("-")
     for end in range(len(parts) - 1, 0, -1):
-        _wake(kwargs, memo, namespace, "CronJob", "-".join(parts[:end]), rollout_only=True)
+        _wake(kwargs, memo, namespace, "CronJob", "-".join(parts[:end]), change="pods")
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MIGRATION_UID: kopf.ABSENT})
@@ -433,4 +460,4 @@ async def cronjob_job_event(
     """A CronJob's Job changed (an old one finished): wake the migrations naming the CronJob."""
     for ref in meta.get("ownerReferences", []) or []:
         if ref.get("kind") == "CronJob":
-            _wake(kwargs, memo, namespace, "CronJob", str(ref.get("name", "")), rollout_only=True)
+            _wake(kwargs, memo, namespace, "CronJob", str(ref.get("name", "")), change="pods")
