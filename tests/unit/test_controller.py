@@ -332,6 +332,23 @@ def test_the_echo_of_a_settled_status_write_wakes_nothing_and_others_do() -> Non
     assert settled == (live.status_writes >= 2)
 
 
+def test_the_echo_of_a_write_that_begins_a_wait_on_the_workload_still_wakes() -> None:
+    """Entering RollingOut changes which workload events wake the migration; one the index let
+    by before the write (the last old pod leaving) may be the last there will be, so the echo
+    of that write must reconcile once more."""
+    raw = spec()
+    raw["codeRollout"] = {"mode": "Observe", "timeoutSeconds": 600}
+    live = FakeApi(raw)
+    rec = Reconciler(api=live, settings=OperatorSettings(manage_runner_rbac=False), reads=live)
+    for phase in ("expand", "backfill"):
+        rec.reconcile_once(NS, "m")
+        live.finish(phase)
+    rec.reconcile_once(NS, "m")  # a status-only write: RollingOut
+    assert status(live)["phase"] == "RollingOut"
+    written = str(live.migration["metadata"]["resourceVersion"])
+    assert not rec.is_own_echo(NS, "m", written)
+
+
 def test_a_spec_is_validated_once_however_many_reconciles_read_it() -> None:
     rec = reconciler(FakeApi(spec()))
     first = rec._validate(spec())

@@ -40,6 +40,7 @@ from datamigration.controller import leadership
 from datamigration.controller.cache import CachedApi, WatchCache
 from datamigration.controller.reconciler import Reconciler
 from datamigration.controller.settings import OperatorSettings
+from datamigration.controller.wakeups import concerned, workload_interest
 from datamigration.core.jobs import LABEL_MIGRATION, LABEL_MIGRATION_UID
 from datamigration.core.observed import peer_from
 from datamigration.core.rollout import REVISION_ANNOTATION, owning_deployment
@@ -47,7 +48,6 @@ from datamigration.k8s.client import KubeClient, load_api_client
 from datamigration.k8s.cluster import ClusterApi
 
 GROUP, VERSION, PLURAL = "datamigration.dev", "v1alpha1", "datamigrations"
-DONE = ("Succeeded", "Aborted", "Invalid", "Failed")
 
 
 @kopf.on.startup()
@@ -97,39 +97,6 @@ async def release_lease(memo: kopf.Memo, **_: Any) -> None:
     elector = memo.get("elector")
     if elector is not None:
         await asyncio.to_thread(elector.release)
-
-
-#: The phases in which a workload's pods and ReplicaSets can change a decision: the rollout is
-#: awaited or proven, or the contract runs (a regression withdraws it).
-ROLLOUT_PHASES = ("RollingOut", "AwaitingApproval", "Contracting")
-#: Ready reasons of a migration waiting on its workload in any phase (stable before a database
-#: phase, or a regressed rollout): its pods and status can change its decision too.
-WORKLOAD_WAITS = ("WaitingForWorkload", "RolloutRegressed")
-
-
-def workload_interest(
-    name: str, status: kopf.Status | dict[str, Any]
-) -> tuple[str, bool, bool, bool]:
-    """What a migration's index entry says about it, for the wake-up rules below: (name, still
-    cares (not finished), waits on the workload's pods and status, paused)."""
-    phase = status.get("phase")
-    reasons = {c.get("reason") for c in status.get("conditions") or [] if c.get("type") == "Ready"}
-    waits = phase in ROLLOUT_PHASES or bool(reasons & set(WORKLOAD_WAITS))
-    return (name, phase not in DONE, waits, phase == "Paused")
-
-
-def concerned(entry: tuple[str, bool, bool, bool], change: str) -> bool:
-    """Whether a change of a workload can change this migration's decision: a change of its
-    spec (or its appearance, its deletion), any that still cares; a change of its status or
-    metadata, the unpaused ones that still care (the expand phase waits for a stable workload);
-    a pod or a ReplicaSet, only those waiting on the workload. With one Deployment shared by a
-    thousand paused migrations, its annotation or its pods' churn wakes none of them."""
-    _name, active, waits, paused = entry
-    if change == "spec":
-        return active
-    if change == "status":
-        return active and (waits or not paused)
-    return active and waits
 
 
 @kopf.index(GROUP, VERSION, PLURAL)

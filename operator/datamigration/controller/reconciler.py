@@ -40,6 +40,7 @@ from datamigration.controller.act import Fence, NotLeader, StatusConflict, act
 from datamigration.controller.cache import CachedApi
 from datamigration.controller.observe import observe, peer_source
 from datamigration.controller.settings import OperatorSettings
+from datamigration.controller.wakeups import workload_interest
 from datamigration.core.decide import (
     TERMINAL,
     CreateJob,
@@ -237,9 +238,15 @@ class Reconciler:
         checked = None if isinstance(spec, Invalid) else spec
         written = self._act(key, body, checked, decision)
         if written is not None and not _has_side_effects(decision):
-            again = decide(spec, written.get("status") or {}, observed, self.now())
-            if not _has_side_effects(again) and not merge_patch(
-                written.get("status") or {}, again.status
+            after = written.get("status") or {}
+            again = decide(spec, after, observed, self.now())
+            # The echo still wakes the migration when this write changed what its workloads'
+            # events wake it for: an event filtered by the index as it was before the write
+            # (the last old pod leaving, say) may be the last one there will be.
+            if (
+                not _has_side_effects(again)
+                and not merge_patch(after, again.status)
+                and workload_interest(name, status) == workload_interest(name, after)
             ):
                 self._settled[key] = str(written["metadata"].get("resourceVersion"))
         metrics.record(key, status, decision.status)
