@@ -206,6 +206,12 @@ def _single_term(selector: str, key: str) -> str | None:
 CACHED_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
 
+def listed_peers(api: OperatorApi, namespace: str) -> list[Peer]:
+    """A namespace's migrations as `workload_owner` sees them, listed from `api` and derived
+    (`peer_from`) on the spot: what the `cache_peers` index keeps derived in advance."""
+    return [p for p in map(peer_from, api.list_migrations(namespace)) if p is not None]
+
+
 def reader_for(api: OperatorApi, kind: str) -> OperatorApi:
     """Where to read a workload of this kind from: the caches hold only the pods of
     ReplicaSets and controller revisions, so a selector of any other kind could match pods
@@ -260,8 +266,7 @@ class CachedApi:
         try:
             return self.cache.read(lambda ix: _values(ix, "cache_peers", namespace))
         except NotCached:
-            found = map(peer_from, self.live.list_migrations(namespace))
-            return [p for p in found if p is not None]
+            return listed_peers(self.live, namespace)
 
     def list_jobs(self, namespace: str, selector: str) -> list[JSON]:
         uid = _single_term(selector, LABEL_MIGRATION_UID)

@@ -103,7 +103,8 @@ async def release_lease(memo: kopf.Memo, **_: Any) -> None:
 async def by_workload(
     namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> Any:
-    """Which migrations target which Deployment: (name, still cares, waits on its rollout)."""
+    """Which migrations target which Deployment, with their interest in its events
+    (`wakeups.workload_interest`: name, still cares, waits on the workload, paused)."""
     workload = spec.get("workload", {}).get("name")
     return {(namespace, workload): workload_interest(name, status)}
 
@@ -347,8 +348,8 @@ WATCHED_KINDS = {"statefulsets": "StatefulSet", "daemonsets": "DaemonSet", "cron
 async def by_kind(
     namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> Any:
-    """Which migrations name which (kind, name) in spec.workloads: (name, still cares, waits on
-    its rollout)."""
+    """Which migrations name which (kind, name) in spec.workloads, with their interest in its
+    events (`wakeups.workload_interest`)."""
     entries = spec.get("workloads") or []
     value = workload_interest(name, status)
     return {

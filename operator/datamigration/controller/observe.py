@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from typing import Any
 
-from datamigration.controller.cache import CachedApi, reader_for
+from datamigration.controller.cache import CachedApi, listed_peers, reader_for
 from datamigration.core.decide import ACCEPT_CHANGE_ANNOTATION
 from datamigration.core.jobs import (
     LABEL_MIGRATION_UID,
@@ -24,7 +24,7 @@ from datamigration.core.jobs import (
     observe_job,
     true_condition,
 )
-from datamigration.core.observed import Invalid, Observed, Peer, Workload, peer_from
+from datamigration.core.observed import Invalid, Observed, Peer, Workload
 from datamigration.core.redact import scrub
 from datamigration.core.spec import MigrationSpec
 from datamigration.k8s.protocol import OperatorApi
@@ -38,11 +38,7 @@ def peer_source(reads: OperatorApi) -> Callable[[str], Sequence[Peer]]:
     Peer, derived when it last changed; any other source is listed and derived here."""
     if isinstance(reads, CachedApi):
         return reads.list_peers
-
-    def listed(namespace: str) -> list[Peer]:
-        return [p for p in map(peer_from, reads.list_migrations(namespace)) if p is not None]
-
-    return listed
+    return lambda namespace: listed_peers(reads, namespace)
 
 
 def observe(
@@ -74,38 +70,38 @@ def observe(
             jobs.append(dataclasses.replace(seen, message=scrub(seen.message)))
         return jobs, job_pods
 
+    def common(jobs: Sequence[JobObservation], job_pods: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "generation": generation,
+            "jobs": tuple(jobs),
+            "job_pods": job_pods,
+            "retry_token": str(annotations.get(RETRY_ANNOTATION, "")),
+            "accept_change": str(annotations.get(ACCEPT_CHANGE_ANNOTATION, "")),
+            "name": str(meta.get("name", "")),
+            "created": str(meta.get("creationTimestamp", "")),
+        }
+
+    if isinstance(spec, Invalid):
+        return Observed(secret_exists=False, workload=None, **common(*read_jobs()))
+    checked = spec
+
     def read_workloads() -> tuple[Workload | None, ...]:
-        assert not isinstance(spec, Invalid)
         return tuple(
             read_workload(reader_for(api, w.kind), namespace, w.kind, w.name, w.selector)
-            for w in spec.workloads
+            for w in checked.workloads
         )
 
     def read_secret() -> bool | None:
-        assert not isinstance(spec, Invalid)
-        return api.secret_has_key(namespace, spec.database.name, spec.database.key)
+        return api.secret_has_key(namespace, checked.database.name, checked.database.key)
 
-    checked = not isinstance(spec, Invalid)
-    if parallel is not None and checked:
+    if parallel is not None:
         pending_workloads = parallel.submit(read_workloads)
         pending_secret = parallel.submit(read_secret)
         jobs, job_pods = read_jobs()
         workloads, has_key = pending_workloads.result(), pending_secret.result()
     else:
         jobs, job_pods = read_jobs()
-        workloads = read_workloads() if checked else ()
-        has_key = read_secret() if checked else None
-    common: dict[str, Any] = {
-        "generation": generation,
-        "jobs": tuple(jobs),
-        "job_pods": job_pods,
-        "retry_token": str(annotations.get(RETRY_ANNOTATION, "")),
-        "accept_change": str(annotations.get(ACCEPT_CHANGE_ANNOTATION, "")),
-        "name": str(meta.get("name", "")),
-        "created": str(meta.get("creationTimestamp", "")),
-    }
-    if isinstance(spec, Invalid):
-        return Observed(secret_exists=False, workload=None, **common)
+        workloads, has_key = read_workloads(), read_secret()
 
     # Every migration of the namespace: a peer may name our workloads in spec.workloads, which
     # a field selector on spec.workload.name cannot find.
@@ -124,5 +120,5 @@ def observe(
         workload=workloads[0],
         workloads=workloads,
         peers=peers,
-        **common,
+        **common(jobs, job_pods),
     )

@@ -220,9 +220,10 @@ class Reconciler:
             metrics.record(key, status, decision.status)
             return None
         spec = self._validate(body.get("spec"))
-        peers_of = peer_source(self.reads) if self.reads is not None else None
         parallel = self._live_reads if live and self.reads is not None else None
-        observed = observe(reads, body, spec, peers_of=peers_of, parallel=parallel)
+        observed = observe(
+            reads, body, spec, peers_of=peer_source(self.reads or self.api), parallel=parallel
+        )
         decision = decide(spec, status, observed, self.now())
         log.debug(
             "%s/%s: decided on %s reads: phase %s, %s",
