@@ -13,6 +13,7 @@ check that nothing is left; what survives SIGKILL is reported, not ignored.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -82,8 +83,10 @@ def spawn(
     state_dir: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    niceness: int = 0,
 ) -> tuple[ProcessRecord, subprocess.Popen[bytes]]:
     """Start `argv` in a new session, logging to `log_path`; record it in `<pid_dir>/<name>.pid`.
+    A `niceness` above 0 lowers its CPU priority (and its children's) by that much.
 
     Raises OSError (e.g. FileNotFoundError) if the program cannot be started.
     """
@@ -100,6 +103,9 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
+    if niceness:
+        with contextlib.suppress(ProcessLookupError):  # it may have exited already
+            os.setpriority(os.PRIO_PROCESS, proc.pid, niceness)
     started = start_time_of(proc.pid)
     record = ProcessRecord(name, proc.pid, started if started is not None else -1)
     (pid_dir / f"{name}.pid").write_text(f"{record.pid} {record.start_time}\n")

@@ -40,7 +40,7 @@ OPERATOR_CALLS: dict[str, set[Grant]] = {
         | need("argoproj.io", "rollouts", "get")
     ),
     "list_controller_revisions": need("apps", "controllerrevisions", "list"),
-    "secret_has_key": need("", "secrets", "get"),
+    "secret_key_names": need("", "secrets", "get"),
     "list_migrations": need("datamigration.dev", "datamigrations", "list"),
     "post_event": need("", "events", "create"),
     "ensure_runner_identity": (

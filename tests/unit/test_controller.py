@@ -15,7 +15,7 @@ from typing import Any
 
 from factories import Cluster, spec
 
-from datamigration.controller.reconciler import Reconciler
+from datamigration.controller.reconciler import PROGRESS_WRITE_SECONDS, Reconciler
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.diff import merge_patch
 from datamigration.k8s.client import KubeError
@@ -127,8 +127,8 @@ class FakeApi:
     def list_controller_revisions(self, namespace: str, selector: str) -> list[JSON]:
         return []
 
-    def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
-        return key in self.secret_keys
+    def secret_key_names(self, namespace: str, name: str) -> tuple[str, ...] | None:
+        return tuple(self.secret_keys)
 
     def ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None:
         pass
@@ -275,9 +275,9 @@ class CountingApi(FakeApi):
         self.reads += 1
         return super().get_migration(namespace, name)
 
-    def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
+    def secret_key_names(self, namespace: str, name: str) -> tuple[str, ...] | None:
         self.reads += 1
-        return super().secret_has_key(namespace, name, key)
+        return super().secret_key_names(namespace, name)
 
 
 def test_a_side_effect_decided_on_the_cache_is_decided_again_on_live_reads() -> None:
@@ -289,6 +289,20 @@ def test_a_side_effect_decided_on_the_cache_is_decided_again_on_live_reads() -> 
     assert live.job_creates == 0 and cached.job_creates == 0
     assert "SecretKeyNotFound" in live.reasons()
     assert live.reads >= 2  # the migration and the Secret were read again from the API
+
+
+def test_an_edit_the_cache_has_not_seen_is_observed_again_from_the_live_migration() -> None:
+    """The live observation starts from the cached migration while the migration is read again
+    beside it; the live migration names another Secret key (generation 2), which the Secret
+    lacks: the observation of the cached spec is dropped and no Job is created."""
+    live = FakeApi(spec())
+    cached = copy.deepcopy(live)  # generation 1: key `url`, which the Secret has
+    live.migration["spec"]["database"]["urlFrom"]["secretKeyRef"]["key"] = "password"
+    live.migration["metadata"]["generation"] = 2
+    rec = Reconciler(api=live, settings=OperatorSettings(manage_runner_rbac=False), reads=cached)
+    rec.reconcile_once(NS, "m")
+    assert live.job_creates == 0
+    assert "SecretKeyNotFound" in live.reasons()
 
 
 def test_a_waiting_migration_costs_no_api_read_when_the_cache_shows_nothing_changed() -> None:
@@ -397,3 +411,40 @@ def test_before_acting_the_peers_come_from_the_watch_and_the_rest_from_the_api()
     assert live.job_creates == 1  # acted, on a live decision...
     assert live.reads >= 2 and live.lists == 0  # ...with live reads, peers from the watch
     assert cached.lists >= 1
+
+
+def test_a_change_of_rollout_counts_alone_is_written_at_most_once_per_interval() -> None:
+    """Each pod event of a rollout changes the counts in status.rollout; with many migrations
+    on one Deployment that was a write per migration per pod event. A count-only change right
+    after a write waits (the reconcile asks to come back when the interval is over); the
+    rollout's proof, a transition, is written at once."""
+    raw = spec()
+    raw["codeRollout"] = {"mode": "Observe", "timeoutSeconds": 600}
+    live = FakeApi(raw)
+    rec = Reconciler(api=live, settings=OperatorSettings(manage_runner_rbac=False), reads=live)
+    for phase in ("expand", "backfill"):
+        rec.reconcile_once(NS, "m")
+        live.finish(phase)
+    rec.reconcile_once(NS, "m")
+    assert status(live)["phase"] == "RollingOut"
+    live.cluster.rolling("shop-api:2.0", updated=1, available=1)
+    rec.reconcile_once(NS, "m")  # a new revision and template hash: written at once
+    writes = live.status_writes
+    assert status(live)["rollout"]["updatedReplicas"] == 1
+
+    live.cluster.status.update(updatedReplicas=2, availableReplicas=2)  # the same rollout
+    delay = rec.reconcile_once(NS, "m")
+    assert live.status_writes == writes  # counts only, just after a write: not yet
+    assert delay is not None and 0 < delay <= PROGRESS_WRITE_SECONDS
+
+    rec._last_write[(NS, "m")] -= PROGRESS_WRITE_SECONDS  # the interval is over
+    rec.reconcile_once(NS, "m")
+    assert live.status_writes == writes + 1
+    assert status(live)["rollout"]["updatedReplicas"] == 2
+
+    live.cluster.rolled_out("shop-api:2.0")  # proven: a transition, not progress
+    rec.reconcile_once(NS, "m")
+    assert status(live)["phase"] == "Contracting"
+    assert any(
+        j["metadata"]["labels"]["datamigration.dev/phase"] == "contract" for j in live.jobs.values()
+    )

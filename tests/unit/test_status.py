@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
 
 from datamigration.core import rules
-from datamigration.core.status import Phase, PhaseRecord, State, Status
+from datamigration.core.status import Phase, PhaseRecord, State, Status, progress_only
 
 
 def test_phase_record_round_trip_keeps_only_set_keys() -> None:
@@ -87,3 +88,80 @@ def test_terminal_and_settled_follow_the_enum() -> None:
     assert set(rules.TERMINAL) == {"Succeeded", "Aborted"}
     assert set(rules.SETTLED) == {"Succeeded", "Aborted", "Failed", "Invalid"}
     assert State("Skipped") is State.SKIPPED
+
+
+ROLLING: dict[str, Any] = {
+    "phase": "RollingOut",
+    "message": "code rollout: 1 of 3 pods updated",
+    "observedGeneration": 1,
+    "phases": {"codeRollout": {"state": "Running", "message": "1 of 3"}},
+    "conditions": [
+        {
+            "type": "Ready",
+            "status": "False",
+            "reason": "RolloutInProgress",
+            "message": "1 of 3 pods updated",
+            "lastTransitionTime": "2026-12-01T10:00:00Z",
+        }
+    ],
+    "progress": {"phase": "codeRollout", "summary": "rollout 1/3 updated"},
+    "rollout": {
+        "revision": "2",
+        "podTemplateHash": "bbb",
+        "verified": False,
+        "updatedReplicas": 1,
+        "oldPods": 2,
+        "message": "1 of 3",
+        "workloads": [{"name": "web", "verified": False, "updatedReplicas": 1, "oldPods": 2}],
+    },
+}
+
+
+def edited(**changes: Any) -> dict[str, Any]:
+    """ROLLING with paths replaced (`rollout__workloads__0__oldPods`)."""
+    result = copy.deepcopy(ROLLING)
+    for path, value in changes.items():
+        *parents, last = path.split("__")
+        node: Any = result
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        if isinstance(node, list):
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return result
+
+
+@pytest.mark.parametrize(
+    ("name", "after", "expected"),
+    [
+        ("nothing changed", edited(), True),
+        ("the summary message", edited(message="code rollout: 2 of 3 pods updated"), True),
+        (
+            "a rollout's counts and messages",
+            edited(
+                rollout__updatedReplicas=2,
+                rollout__oldPods=1,
+                rollout__message="2 of 3",
+                rollout__workloads__0__oldPods=1,
+                progress__summary="rollout 2/3 updated",
+                conditions__0__message="2 of 3 pods updated",
+                phases__codeRollout__message="2 of 3",
+            ),
+            True,
+        ),
+        ("the phase", edited(phase="Contracting"), False),
+        ("a phase record's state", edited(phases__codeRollout__state="Succeeded"), False),
+        ("a condition's status", edited(conditions__0__status="True"), False),
+        ("a condition's reason", edited(conditions__0__reason="RolloutRegressed"), False),
+        ("the rollout's verdict", edited(rollout__verified=True), False),
+        ("a workload's verdict", edited(rollout__workloads__0__verified=True), False),
+        ("a new revision", edited(rollout__revision="3"), False),
+        ("the observed generation", edited(observedGeneration=2), False),
+        ("a new key", {**ROLLING, "contract": {"approved": True}}, False),
+    ],
+)
+def test_a_status_change_is_progress_only_when_nothing_but_messages_and_counts_change(
+    name: str, after: dict[str, Any], expected: bool
+) -> None:
+    assert progress_only(ROLLING, after) is expected, name

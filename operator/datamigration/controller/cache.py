@@ -18,8 +18,9 @@ What it guarantees:
 - The caches decide nothing that acts: the reconciler decides again on live reads before any
   side effect (controller/reconciler.py), and status writes carry the resourceVersion they were
   decided on. A cache only lets the operator find out, for free, that nothing needs doing.
-- Thread-safe: kopf changes its indexes on the event loop; the reconciler reads from worker
-  threads, so each read hops to the loop and copies what it needs there.
+- Thread-safe: kopf changes its indexes on the event loop; the reconciler reads them from
+  worker threads, where each reader takes what it needs with one `list(...)` of a store or of
+  an index's keys (see `WatchCache.read`), and hops to the loop only if a change met it.
 - Small: the Secret index keeps key names, never a value; Jobs keep metadata and status; pods
   lose their volumes; nothing keeps `managedFields` or kubectl's last-applied copy; migrations
   are kept as compact JSON (`Packed`), each one's `Peer` beside it.
@@ -40,11 +41,13 @@ from datamigration.k8s.cluster import selector_matches
 from datamigration.k8s.protocol import JSON, OperatorApi
 
 T = TypeVar("T")
+#: A workload as peers are looked up by: (kind, name).
+WorkloadRef = tuple[str, str]
 
 #: The kopf index of each cached kind, by the name kopf passes it to handlers under.
 INDEXES = (
     "cache_migrations",  # (namespace, name) -> DataMigration, Packed
-    "cache_peers",  # namespace -> Peer: each migration as the others see it
+    "cache_peers",  # (namespace, kind, name) of each workload it names -> Peer
     "cache_jobs",  # (namespace, migration uid) -> Job of a migration
     "cache_job_pods",  # (namespace, job-name) -> pod of a migration's Job
     "cache_deployments",  # (namespace, name) -> Deployment
@@ -115,12 +118,6 @@ def slim_pod(body: Mapping[str, Any]) -> JSON:
     return kept
 
 
-def secret_keys(body: Mapping[str, Any]) -> tuple[str, ...]:
-    """The key names of a Secret. Its values are dropped here, never kept nor logged."""
-    names = set(body.get("data") or {}) | set(body.get("stringData") or {})
-    return tuple(sorted(names))
-
-
 # -- the caches ----------------------------------------------------------------------------
 class WatchCache:
     """kopf's indexes, once complete, read safely from any thread."""
@@ -140,12 +137,29 @@ class WatchCache:
             self._indexes = {name: handler_kwargs[name] for name in INDEXES}
 
     def read(self, reader: Callable[[Mapping[str, Any]], T]) -> T:
-        """Run `reader` over the indexes on the event loop, where kopf changes them."""
+        """Run `reader` over the indexes, in the calling thread.
+
+        kopf changes the indexes on the event loop. A reader looks a store up by its key and
+        copies it, or an index's keys, with one `list(...)`: CPython does each of those on a
+        built-in dict without letting another thread run (the FAQ's "what kinds of global
+        value mutation are thread-safe"), and kopf replaces values, never changes one in
+        place. The iterator of a store can still meet a change of its size between its
+        creation and the copy (RuntimeError): that reader runs again on the event loop, where
+        nothing changes under it.
+
+        Why not always on the loop: every cached reconcile reads six or seven times, and the
+        loop is busiest exactly when reconciles are many (a start-up's listing, a rollout's
+        events), so each read queued behind kopf's event processing; a rollout's proof
+        waited on those hops before its contract Job was decided."""
         indexes, loop = self._indexes, self._loop
         if indexes is None or loop is None:
             raise NotCached("the watch caches are not complete yet")
         if _in_loop(loop):
             return reader(indexes)
+        try:
+            return reader(indexes)
+        except RuntimeError:
+            pass  # a store changed while it was copied: read again where nothing changes
         done: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         def run() -> None:
@@ -206,10 +220,16 @@ def _single_term(selector: str, key: str) -> str | None:
 CACHED_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 
 
-def listed_peers(api: OperatorApi, namespace: str) -> list[Peer]:
-    """A namespace's migrations as `workload_owner` sees them, listed from `api` and derived
-    (`peer_from`) on the spot: what the `cache_peers` index keeps derived in advance."""
-    return [p for p in map(peer_from, api.list_migrations(namespace)) if p is not None]
+def listed_peers(api: OperatorApi, namespace: str, workloads: Iterable[WorkloadRef]) -> list[Peer]:
+    """The namespace's migrations that name one of `workloads` ((kind, name) pairs), as
+    `workload_owner` sees them, listed from `api` and derived (`peer_from`) on the spot: what
+    the `cache_peers` index keeps derived in advance."""
+    wanted = set(workloads)
+    return [
+        p
+        for p in map(peer_from, api.list_migrations(namespace))
+        if p is not None and any((t.kind, t.name) in wanted for t in p.all_targets)
+    ]
 
 
 def reader_for(api: OperatorApi, kind: str) -> OperatorApi:
@@ -260,13 +280,20 @@ class CachedApi:
             return self.live.list_migrations(namespace, workload)
         return [packed.unpack() for packed in found]
 
-    def list_peers(self, namespace: str) -> list[Peer]:
-        """The namespace's migrations as `workload_owner` sees them (`peer_from`), as the
-        index derived them when each last changed; from the API server when not cached."""
+    def list_peers(self, namespace: str, workloads: Iterable[WorkloadRef]) -> list[Peer]:
+        """The namespace's migrations that name one of `workloads` ((kind, name) pairs), as
+        `workload_owner` sees them (`peer_from`), as the index derived them when each last
+        changed, each once; from the API server when not cached."""
+        keys = [(namespace, kind, name) for kind, name in workloads]
+
+        def find(ix: Mapping[str, Any]) -> list[Peer]:
+            found = {p.name: p for key in keys for p in _values(ix, "cache_peers", key)}
+            return list(found.values())
+
         try:
-            return self.cache.read(lambda ix: _values(ix, "cache_peers", namespace))
+            return self.cache.read(find)
         except NotCached:
-            return listed_peers(self.live, namespace)
+            return listed_peers(self.live, namespace, workloads)
 
     def list_jobs(self, namespace: str, selector: str) -> list[JSON]:
         uid = _single_term(selector, LABEL_MIGRATION_UID)
@@ -327,7 +354,7 @@ class CachedApi:
     def list_controller_revisions(self, namespace: str, selector: str) -> list[JSON]:
         return self.live.list_controller_revisions(namespace, selector)
 
-    def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
+    def secret_key_names(self, namespace: str, name: str) -> tuple[str, ...] | None:
         """From the Secrets' watch: a missing Secret or key too (kopf completes that index
         before any handler runs, and an index whose LIST is refused never completes, so the
         cache never binds and every read goes to the API server). A migration waiting for its
@@ -337,8 +364,8 @@ class CachedApi:
                 lambda ix: _one(ix, "cache_secrets", (namespace, name))
             )
         except NotCached:
-            return self.live.secret_has_key(namespace, name, key)
-        return None if keys is None else key in keys
+            return self.live.secret_key_names(namespace, name)
+        return keys
 
     # -- writes (always to the API server) -----------------------------------------------
     def patch_migration_status(

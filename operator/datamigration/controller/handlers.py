@@ -45,7 +45,7 @@ from datamigration.core.jobs import LABEL_MIGRATION, LABEL_MIGRATION_UID
 from datamigration.core.observed import peer_from
 from datamigration.core.rollout import REVISION_ANNOTATION, owning_deployment
 from datamigration.k8s.client import KubeClient, load_api_client
-from datamigration.k8s.cluster import ClusterApi
+from datamigration.k8s.cluster import ClusterApi, secret_keys
 
 GROUP, VERSION, PLURAL = "datamigration.dev", "v1alpha1", "datamigrations"
 
@@ -70,8 +70,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             max_workers=operator_settings.workers, thread_name_prefix="reconcile"
         )
     )
-    # Each reconcile's live reads run up to three at once (observe's `parallel`).
-    api = ClusterApi(KubeClient(load_api_client(connections=3 * operator_settings.workers)))
+    # Each reconcile's live reads run up to five at once (the migration, its Jobs, a workload's
+    # ReplicaSets and pods, the Secret: Reconciler._read_alongside).
+    api = ClusterApi(KubeClient(load_api_client(connections=5 * operator_settings.workers)))
     cache = WatchCache()
     memo["cache"] = cache
     memo["reconciler"] = Reconciler(
@@ -124,9 +125,13 @@ async def cache_migrations(namespace: str | None, name: str, body: kopf.Body, **
 
 @kopf.index(GROUP, VERSION, PLURAL)
 async def cache_peers(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
-    """Each migration as the others see it (one workload, one owner), derived once per change."""
+    """Each migration as the others see it (one workload, one owner), derived once per change,
+    under every workload it names: a migration's reconcile looks only at the peers that share
+    one of its workloads, not at every migration of its namespace."""
     peer = peer_from(body)
-    return {namespace: peer} if peer is not None else None
+    if peer is None:
+        return None
+    return {(namespace, t.kind, t.name): peer for t in peer.all_targets}
 
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_MIGRATION_UID: kopf.PRESENT})
@@ -175,7 +180,7 @@ async def cache_daemonsets(namespace: str | None, name: str, body: kopf.Body, **
 @kopf.index("", "v1", "secrets")
 async def cache_secrets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
     """Key names only: a Secret's values are dropped here, never kept, logged or compared."""
-    return {(namespace, name): caches.secret_keys(body)}
+    return {(namespace, name): secret_keys(body)}
 
 
 def _reconciler(memo: kopf.Memo, kwargs: dict[str, Any] | None = None) -> Reconciler:

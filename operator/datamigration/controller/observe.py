@@ -33,26 +33,31 @@ from datamigration.k8s.workloads import read_workload
 RETRY_ANNOTATION = "datamigration.dev/retry"
 
 
-def peer_source(reads: OperatorApi) -> Callable[[str], Sequence[Peer]]:
-    """How to read a namespace's other migrations from `reads`: the watch cache keeps each one's
-    Peer, derived when it last changed; any other source is listed and derived here."""
+PeerSource = Callable[[str, Sequence[tuple[str, str]]], Sequence[Peer]]
+
+
+def peer_source(reads: OperatorApi) -> PeerSource:
+    """How to read the other migrations of a namespace that name given workloads ((kind, name)
+    pairs) from `reads`: the watch cache keeps each one's Peer, derived when it last changed,
+    under each workload it names; any other source is listed and derived here."""
     if isinstance(reads, CachedApi):
         return reads.list_peers
-    return lambda namespace: listed_peers(reads, namespace)
+    return lambda namespace, workloads: listed_peers(reads, namespace, workloads)
 
 
 def observe(
     api: OperatorApi,
     body: dict[str, Any],
     spec: MigrationSpec | Invalid,
-    peers_of: Callable[[str], Sequence[Peer]] | None = None,
+    peers_of: PeerSource | None = None,
     parallel: Executor | None = None,
 ) -> Observed:
     """What `decide` needs, read from `api`; the namespace's other migrations from `peers_of`
     when given (the reconciler passes the watch cache's, see below). With `parallel`, the
-    three independent reads (the Jobs with their pods, the workloads, the Secret) run side by
-    side, each in its own order: the reconciler passes it for the live reads before an action,
-    which sit between a rollout's proof and its contract Job."""
+    independent reads (the Jobs with their pods, the workloads, the Secret; a workload's
+    ReplicaSets and its pods) run side by side, each in its own order: the reconciler passes it
+    for the live reads before an action, which sit between a rollout's proof and its contract
+    Job."""
     meta = body["metadata"]
     namespace, generation = meta["namespace"], int(meta.get("generation", 0))
     annotations = meta.get("annotations") or {}
@@ -87,12 +92,15 @@ def observe(
 
     def read_workloads() -> tuple[Workload | None, ...]:
         return tuple(
-            read_workload(reader_for(api, w.kind), namespace, w.kind, w.name, w.selector)
+            read_workload(
+                reader_for(api, w.kind), namespace, w.kind, w.name, w.selector, parallel=parallel
+            )
             for w in checked.workloads
         )
 
     def read_secret() -> bool | None:
-        return api.secret_has_key(namespace, checked.database.name, checked.database.key)
+        names = api.secret_key_names(namespace, checked.database.name)
+        return None if names is None else checked.database.key in names
 
     if parallel is not None:
         pending_workloads = parallel.submit(read_workloads)
@@ -103,17 +111,21 @@ def observe(
         jobs, job_pods = read_jobs()
         workloads, has_key = read_workloads(), read_secret()
 
-    # Every migration of the namespace: a peer may name our workloads in spec.workloads, which
-    # a field selector on spec.workload.name cannot find.
+    # The namespace's migrations that name one of our workloads (in spec.workload or any entry
+    # of spec.workloads, which a field selector on spec.workload.name cannot find): only those
+    # can conflict (one workload, one owner). A `Pods` selector owns no template: nothing to
+    # fight over.
     # From the DataMigrations' watch even when everything else is read live: a peer can only
     # hold this migration back (one workload, one owner: the older one goes first), and every
     # peer created before this migration came earlier in the same ordered watch stream that
     # delivered this migration itself, so the cache cannot miss one; a peer's finishing seen late
     # only makes this migration wait a moment longer. Listing a namespace of a thousand
     # migrations from the API server before each action cost more than everything else.
-    # Each migration's Peer is derived once per change of it, in its watch's index: deriving
-    # a thousand of them on every reconcile was most of the reconcile's time.
-    peers = tuple((peers_of or peer_source(api))(namespace))
+    # Each migration's Peer is derived once per change of it, in its watch's index, under each
+    # workload it names: deriving a thousand of them on every reconcile, then looking at every
+    # one of a namespace's thousand, was most of a reconcile's time.
+    named = [(w.kind, w.name) for w in checked.workloads if w.kind != "Pods"]
+    peers = tuple((peers_of or peer_source(api))(namespace, named))
     return Observed(
         secret_exists=has_key is not None,
         secret_has_key=bool(has_key),

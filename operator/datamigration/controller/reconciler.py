@@ -17,6 +17,11 @@ carries their resourceVersion: a stale cache meets a 409, and the retry reads li
 own status write the reconciler decides once more on what it wrote: when nothing more would
 change, the watch event of that write (its echo) wakes nothing (`is_own_echo`).
 
+The live reads are shared between reconciles that need the same object at once
+(controller/shared_reads.py), and begin beside the migration's own re-read (`_read_alongside`).
+A status change that only reports progress (`core.status.progress_only`) waits up to
+`PROGRESS_WRITE_SECONDS` after this migration's last write.
+
 With leader election, only the leader reconciles: a standby's queue drops what it is given
 (its watches stay warm, so it has nothing to catch up on but the migrations themselves), and
 `resync` enqueues every migration when this process becomes the leader. `act` checks the fence
@@ -35,11 +40,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from datamigration.controller import metrics
+from datamigration.controller import gcpolicy, metrics
 from datamigration.controller.act import Fence, NotLeader, StatusConflict, act
 from datamigration.controller.cache import CachedApi
 from datamigration.controller.observe import observe, peer_source
 from datamigration.controller.settings import OperatorSettings
+from datamigration.controller.shared_reads import SharedReads
 from datamigration.controller.wakeups import workload_interest
 from datamigration.core.decide import (
     TERMINAL,
@@ -53,6 +59,7 @@ from datamigration.core.decide import (
 )
 from datamigration.core.diff import merge_patch
 from datamigration.core.spec import MigrationSpec
+from datamigration.core.status import progress_only
 from datamigration.k8s.protocol import OperatorApi
 from datamigration.validation import validate
 
@@ -64,6 +71,9 @@ MAX_CONFLICTS = 5
 #: reconciles often); an idle one is reconciled rarely, and validated again then (about 1 ms).
 SPEC_CACHE_SIZE = 256
 CONFLICT_RETRY_SECONDS = 0.5
+#: A status change that only reports progress (core.status.progress_only: a rollout's pod
+#: counts, messages) is written at most this often per migration; it waits for the next one.
+PROGRESS_WRITE_SECONDS = 2.0
 
 
 @dataclass
@@ -83,13 +93,22 @@ class Reconciler:
     _dirty: set[Key] = field(default_factory=set)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
     _failures: dict[Key, int] = field(default_factory=dict)
-    #: Threads for the independent reads of one live observation (`observe(parallel=)`): two
-    #: per reconcile that may run at once (threads start on first use).
+    #: Per migration, when this process last wrote its status (time.monotonic).
+    _last_write: dict[Key, float] = field(default_factory=dict)
+    #: Threads for the independent reads of one live observation (`observe(parallel=)`: the
+    #: workloads, a workload's ReplicaSets beside its pods, the Secret) and the migration's own
+    #: read beside them (`_read_alongside`): four per reconcile that may run at once (threads
+    #: start on first use). Only the workloads' task waits on another (its ReplicaSets), and
+    #: there is at most one per reconcile, so the pool never fills with tasks that wait.
     _live_reads: concurrent.futures.ThreadPoolExecutor = field(init=False)
+    #: The live reads of an observation, shared by reconciles that need the same object at
+    #: once (every migration on one Deployment, proven by one rollout): controller/shared_reads.
+    _shared: SharedReads = field(init=False)
 
     def __post_init__(self) -> None:
+        self._shared = SharedReads(self.api)
         self._live_reads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=2 * self.settings.workers, thread_name_prefix="live-read"
+            max_workers=4 * self.settings.workers, thread_name_prefix="live-read"
         )
 
     def enqueue(self, namespace: str | None, name: str) -> None:
@@ -146,6 +165,7 @@ class Reconciler:
         if timer is not None:
             timer.cancel()
         self._failures.pop(key, None)
+        self._last_write.pop(key, None)
         metrics.forget(key)
 
     def _requeue(self, key: Key, delay: float) -> None:
@@ -175,6 +195,8 @@ class Reconciler:
         finally:
             self._running.pop(key, None)
             metrics.QUEUE_DEPTH.set(len(self._running))
+            if not self._running and isinstance(self.reads, CachedApi) and self.reads.cache.bound:
+                gcpolicy.after_start()
 
     def reconcile_once(self, namespace: str, name: str) -> float | None:
         """Observe, decide, act, for one migration. Returns when to look again, if ever.
@@ -199,12 +221,20 @@ class Reconciler:
         finally:
             metrics.RECONCILE_DURATION.observe(time.monotonic() - started)
 
-    def _reconcile(self, namespace: str, name: str, *, live: bool) -> float | None:
+    def _reconcile(
+        self, namespace: str, name: str, *, live: bool, decided_on: dict[str, Any] | None = None
+    ) -> float | None:
+        """`decided_on`: the cached migration a decision to act was taken on (the live
+        observation starts from it while the migration itself is read again)."""
         if not self.fence():
             raise NotLeader("not the leader: did not reconcile")
         key = (namespace, name)
         reads = self.api if live or self.reads is None else self.reads
-        body = reads.get_migration(namespace, name)
+        ahead: Observed | None = None
+        if decided_on is not None:
+            body, ahead = self._read_alongside(namespace, name, decided_on)
+        else:
+            body = reads.get_migration(namespace, name)
         if body is None:
             return None
         if not live:
@@ -220,9 +250,16 @@ class Reconciler:
             metrics.record(key, status, decision.status)
             return None
         spec = self._validate(body.get("spec"))
-        parallel = self._live_reads if live and self.reads is not None else None
-        observed = observe(
-            reads, body, spec, peers_of=peer_source(self.reads or self.api), parallel=parallel
+        observed = (
+            ahead
+            if ahead is not None
+            else observe(
+                self._shared if live else reads,
+                body,
+                spec,
+                peers_of=peer_source(self.reads or self.api),
+                parallel=self._live_reads if live and self.reads is not None else None,
+            )
         )
         decision = decide(spec, status, observed, self.now())
         log.debug(
@@ -235,7 +272,12 @@ class Reconciler:
         )
         if not live and _has_side_effects(decision):
             # Never act on a cache: read everything from the API server and decide again.
-            return self._reconcile(namespace, name, live=True)
+            return self._reconcile(namespace, name, live=True, decided_on=body)
+        if not decision.actions and progress_only(status, decision.status):
+            wait = self._last_write.get(key, -PROGRESS_WRITE_SECONDS) + PROGRESS_WRITE_SECONDS
+            wait -= time.monotonic()
+            if wait > 0:  # written with the next change, or when the interval is over
+                return min(wait, decision.requeue_after or wait)
         checked = None if isinstance(spec, Invalid) else spec
         written = self._act(key, body, checked, decision)
         if written is not None and not _has_side_effects(decision):
@@ -253,6 +295,28 @@ class Reconciler:
         metrics.record(key, status, decision.status)
         return decision.requeue_after
 
+    def _read_alongside(
+        self, namespace: str, name: str, decided_on: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, Observed | None]:
+        """The migration read from the API server while everything else is, from the cached
+        migration the decision to act was taken on: the migration's own read was one more
+        round trip between a rollout's proof and the contract Job. Every read still starts
+        after the decision. The observation is kept only when the migration read has the same
+        inputs to it (uid, generation, so the spec, and annotations); otherwise (None) the
+        caller observes again from what it read."""
+        pending = self._live_reads.submit(self.api.get_migration, namespace, name)
+        observed = observe(
+            self._shared,
+            decided_on,
+            self._validate(decided_on.get("spec")),
+            peers_of=peer_source(self.reads or self.api),
+            parallel=self._live_reads,
+        )
+        body = pending.result()
+        if body is None or _observation_inputs(body) != _observation_inputs(decided_on):
+            return body, None
+        return body, observed
+
     def _act(
         self,
         key: Key,
@@ -261,8 +325,10 @@ class Reconciler:
         decision: Decision,
     ) -> dict[str, Any] | None:
         written = act(self.api, self.settings, body, spec, decision, fence=self.fence)
-        if written is not None and self.reads is not None:
-            self._written[key] = written
+        if written is not None:
+            self._last_write[key] = time.monotonic()
+            if self.reads is not None:
+                self._written[key] = written
         return written
 
     @staticmethod
@@ -294,6 +360,12 @@ def _validated(spec_json: str) -> MigrationSpec | Invalid:
     backfill's `set` is the order of its SQL, so it is never sorted away); both results are
     immutable; lru_cache because reconciles run in several worker threads at once."""
     return validate(json.loads(spec_json))
+
+
+def _observation_inputs(body: dict[str, Any]) -> tuple[Any, ...]:
+    """What `observe` reads of the migration besides its spec (which `generation` stands for)."""
+    meta = body.get("metadata") or {}
+    return meta.get("uid"), meta.get("generation"), meta.get("annotations") or {}
 
 
 def _has_side_effects(decision: Decision) -> bool:

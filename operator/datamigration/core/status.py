@@ -183,3 +183,35 @@ class Status:
 
     def record(self, phase: str) -> PhaseRecord:
         return self.phases.get(phase) or PhaseRecord()
+
+
+#: What only reports how far something has come: messages anywhere, and a rollout's counts.
+_PROGRESS_KEYS = frozenset({"message", "summary", "lastTransitionTime"})
+_ROLLOUT_COUNTS = frozenset(
+    {"replicas", "updatedReplicas", "availableReplicas", "oldPods", "terminatingPods"}
+)
+
+
+def progress_only(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether going from status `before` to `after` changes only progress: messages and a
+    rollout's pod counts, with the phase, every phase record's state, every condition's status
+    and reason, the rollout's verdict and the observed generation all the same.
+
+    Why: a rollout of a Deployment that many migrations name changes every one's rollout counts
+    on every pod event; written at once, that is a status write per migration per pod event, at
+    the moment the API server is busiest (the rollout's proof, and the contract Jobs after it,
+    come right behind). The reconciler writes such a change at most once per interval; any
+    other change (a transition, a verdict, a new reason) goes out at once."""
+    return bool(_essence(before) == _essence(after))
+
+
+def _essence(value: Any, *, rollout: bool = False) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            k: _essence(v, rollout=rollout or k == "rollout")
+            for k, v in value.items()
+            if k not in _PROGRESS_KEYS and not (rollout and k in _ROLLOUT_COUNTS)
+        }
+    if isinstance(value, list):
+        return [_essence(v, rollout=rollout) for v in value]
+    return value

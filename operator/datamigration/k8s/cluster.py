@@ -73,6 +73,12 @@ def _selector_terms(selector: str) -> Iterator[str]:
     yield selector[start:].strip()
 
 
+def secret_keys(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The key names of a Secret. Its values are dropped here, never kept nor logged."""
+    names = set(body.get("data") or {}) | set(body.get("stringData") or {})
+    return tuple(sorted(names))
+
+
 def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
     """Whether labels match a selector in the query-string form `label_selector` writes (and
     the API server reads): `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k`, `!k`. The
@@ -263,18 +269,18 @@ class ClusterApi:
 
     # -- Secrets (get secrets; only key names leave this function, never a value) ------------
     # (list and watch secrets: kopf's watch, controller/cache.py keeps key names only)
-    def secret_has_key(self, namespace: str, name: str, key: str) -> bool | None:
-        """Whether the Secret has `key` (None: no such Secret). The Secret is read, but only
-        the presence of the key is returned: the values are dropped here, never logged or kept."""
+    def secret_key_names(self, namespace: str, name: str) -> tuple[str, ...] | None:
+        """The Secret's key names, sorted (None: no such Secret). The Secret is read, but only
+        its key names are returned: the values are dropped here, never logged or kept."""
         try:
             secret = self.kube.get(f"/api/v1/namespaces/{namespace}/secrets/{name}")
         except KubeError as exc:
             if exc.not_found:
                 return None
             raise
-        present = key in (secret.get("data") or {}) or key in (secret.get("stringData") or {})
+        names = secret_keys(secret)
         del secret
-        return present
+        return names
 
     # -- Runner identity (create serviceaccounts, rolebindings; bind the runner ClusterRole) --
     def ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None:

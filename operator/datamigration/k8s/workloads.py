@@ -9,6 +9,7 @@ of a Deployment or Rollout, ControllerRevisions of a DaemonSet, Jobs of a CronJo
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from datamigration.core.observed import Workload
@@ -34,10 +35,21 @@ class WorkloadReader(Protocol):
 
 
 def read_workload(
-    api: WorkloadReader, namespace: str, kind: str, name: str, selector: str = ""
+    api: WorkloadReader,
+    namespace: str,
+    kind: str,
+    name: str,
+    selector: str = "",
+    *,
+    parallel: Executor | None = None,
 ) -> Workload | None:
     """The workload (None: it does not exist; `unreadable` set: the cluster does not serve its
-    kind). For kind Pods, `selector` (query-string form) picks the pods."""
+    kind). For kind Pods, `selector` (query-string form) picks the pods.
+
+    The workload is read first; what it owns and its pods after it, both by its selector, side
+    by side with `parallel`. Their order does not matter to the proof: a newer rollout that
+    begins between the reads leaves pods of a ReplicaSet that is not the one matching the
+    template read, which the gate counts as old (never as proof)."""
     if kind == "Pods":
         return Workload({}, (), api.list_pods(namespace, selector), kind="Pods")
     if kind == "Deployment":
@@ -60,9 +72,17 @@ def read_workload(
         # terminating after its Job was deleted.
         return Workload(obj, jobs, api.list_pods(namespace, "job-name"), kind="CronJob")
     pod_selector = label_selector(obj.get("spec", {}).get("selector", {}))
-    owned: list[JSON] = []
-    if kind in ("Deployment", "Rollout"):
-        owned = api.list_replicasets(namespace, pod_selector)
-    elif kind == "DaemonSet":
-        owned = api.list_controller_revisions(namespace, pod_selector)
+
+    def read_owned() -> list[JSON]:
+        if kind in ("Deployment", "Rollout"):
+            return api.list_replicasets(namespace, pod_selector)
+        if kind == "DaemonSet":
+            return api.list_controller_revisions(namespace, pod_selector)
+        return []
+
+    if parallel is not None:
+        pending = parallel.submit(read_owned)
+        pods = api.list_pods(namespace, pod_selector)
+        return Workload(obj, pending.result(), pods, kind=kind)
+    owned = read_owned()
     return Workload(obj, owned, api.list_pods(namespace, pod_selector), kind=kind)
