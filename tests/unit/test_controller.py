@@ -346,10 +346,9 @@ def test_the_echo_of_a_settled_status_write_wakes_nothing_and_others_do() -> Non
     assert settled == (live.status_writes >= 2)
 
 
-def test_the_echo_of_a_write_that_begins_a_wait_on_the_workload_still_wakes() -> None:
-    """Entering RollingOut changes which workload events wake the migration; one the index let
-    by before the write (the last old pod leaving) may be the last there will be, so the echo
-    of that write must reconcile once more."""
+def after_expand_and_backfill() -> tuple[FakeApi, Reconciler]:
+    """An Observe-mode migration whose expand and backfill Jobs have finished: its next
+    reconcile enters RollingOut."""
     raw = spec()
     raw["codeRollout"] = {"mode": "Observe", "timeoutSeconds": 600}
     live = FakeApi(raw)
@@ -357,6 +356,14 @@ def test_the_echo_of_a_write_that_begins_a_wait_on_the_workload_still_wakes() ->
     for phase in ("expand", "backfill"):
         rec.reconcile_once(NS, "m")
         live.finish(phase)
+    return live, rec
+
+
+def test_the_echo_of_a_write_that_begins_a_wait_on_the_workload_still_wakes() -> None:
+    """Entering RollingOut changes which workload events wake the migration; one the index let
+    by before the write (the last old pod leaving) may be the last there will be, so the echo
+    of that write must reconcile once more."""
+    live, rec = after_expand_and_backfill()
     rec.reconcile_once(NS, "m")  # a status-only write: RollingOut
     assert status(live)["phase"] == "RollingOut"
     written = str(live.migration["metadata"]["resourceVersion"])
@@ -418,13 +425,7 @@ def test_a_change_of_rollout_counts_alone_is_written_at_most_once_per_interval()
     on one Deployment that was a write per migration per pod event. A count-only change right
     after a write waits (the reconcile asks to come back when the interval is over); the
     rollout's proof, a transition, is written at once."""
-    raw = spec()
-    raw["codeRollout"] = {"mode": "Observe", "timeoutSeconds": 600}
-    live = FakeApi(raw)
-    rec = Reconciler(api=live, settings=OperatorSettings(manage_runner_rbac=False), reads=live)
-    for phase in ("expand", "backfill"):
-        rec.reconcile_once(NS, "m")
-        live.finish(phase)
+    live, rec = after_expand_and_backfill()
     rec.reconcile_once(NS, "m")
     assert status(live)["phase"] == "RollingOut"
     live.cluster.rolling("shop-api:2.0", updated=1, available=1)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from datamigration.controller.live_writes import LiveWrites
 from datamigration.core.jobs import LABEL_MIGRATION_UID
 from datamigration.core.observed import Peer, peer_from
 from datamigration.k8s.cluster import selector_matches
@@ -241,12 +242,12 @@ def reader_for(api: OperatorApi, kind: str) -> OperatorApi:
     return api
 
 
-class CachedApi:
+class CachedApi(LiveWrites):
     """The operator's API (`OperatorApi`) with reads from the watch caches where they can
-    answer exactly, and from `live` otherwise; every write goes to `live`."""
+    answer exactly, and from `live` otherwise; every write goes to `live` (`LiveWrites`)."""
 
     def __init__(self, live: OperatorApi, cache: WatchCache) -> None:
-        self.live = live
+        super().__init__(live)
         self.cache = cache
 
     # -- reads --------------------------------------------------------------------------
@@ -366,33 +367,3 @@ class CachedApi:
         except NotCached:
             return self.live.secret_key_names(namespace, name)
         return keys
-
-    # -- writes (always to the API server) -----------------------------------------------
-    def patch_migration_status(
-        self, namespace: str, name: str, status: JSON, resource_version: str | None = None
-    ) -> JSON:
-        return self.live.patch_migration_status(namespace, name, status, resource_version)
-
-    def create_job(self, manifest: JSON) -> JSON:
-        return self.live.create_job(manifest)
-
-    def delete_job(self, namespace: str, name: str) -> None:
-        self.live.delete_job(namespace, name)
-
-    def set_container_image(
-        self, namespace: str, name: str, container: str, image: str, kind: str = "Deployment"
-    ) -> None:
-        self.live.set_container_image(namespace, name, container, image, kind)
-
-    def ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None:
-        self.live.ensure_runner_identity(namespace, account, cluster_role)
-
-    def post_event(
-        self,
-        involved: Mapping[str, Any],
-        type_: str,
-        reason: str,
-        message: str,
-        name: str | None = None,
-    ) -> None:
-        self.live.post_event(involved, type_, reason, message, name)

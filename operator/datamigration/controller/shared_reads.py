@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from datamigration.controller.live_writes import LiveWrites
 from datamigration.k8s.protocol import OperatorApi
 
 JSON = dict[str, Any]
@@ -46,11 +47,12 @@ class _Read:
     error: BaseException | None = None
 
 
-class SharedReads:
-    """`OperatorApi` over `live`, with its reads of workloads, pods and Secrets shared."""
+class SharedReads(LiveWrites):
+    """`OperatorApi` over `live`, with its reads of workloads, pods and Secrets shared; its
+    writes go to `live` (`LiveWrites`)."""
 
     def __init__(self, live: OperatorApi) -> None:
-        self.live = live
+        super().__init__(live)
         self._lock = threading.Lock()
         self._in_flight: dict[Hashable, _Read] = {}
         self._gathering: dict[Hashable, _Read] = {}
@@ -135,7 +137,7 @@ class SharedReads:
             ("secret", namespace, name), lambda: self.live.secret_key_names(namespace, name)
         )
 
-    # -- straight through ---------------------------------------------------------------------
+    # -- read by one reconcile at a time: straight through ---------------------------------
     def get_migration(self, namespace: str, name: str) -> JSON | None:
         return self.live.get_migration(namespace, name)
 
@@ -143,32 +145,3 @@ class SharedReads:
         self, namespace: str | None = None, workload: str | None = None
     ) -> list[JSON]:
         return self.live.list_migrations(namespace, workload)
-
-    def patch_migration_status(
-        self, namespace: str, name: str, status: JSON, resource_version: str | None = None
-    ) -> JSON:
-        return self.live.patch_migration_status(namespace, name, status, resource_version)
-
-    def create_job(self, manifest: JSON) -> JSON:
-        return self.live.create_job(manifest)
-
-    def delete_job(self, namespace: str, name: str) -> None:
-        self.live.delete_job(namespace, name)
-
-    def set_container_image(
-        self, namespace: str, name: str, container: str, image: str, kind: str = "Deployment"
-    ) -> None:
-        self.live.set_container_image(namespace, name, container, image, kind)
-
-    def ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None:
-        self.live.ensure_runner_identity(namespace, account, cluster_role)
-
-    def post_event(
-        self,
-        involved: Mapping[str, Any],
-        type_: str,
-        reason: str,
-        message: str,
-        name: str | None = None,
-    ) -> None:
-        self.live.post_event(involved, type_, reason, message, name)
