@@ -346,6 +346,27 @@ def test_the_echo_of_a_settled_status_write_wakes_nothing_and_others_do() -> Non
     assert settled == (live.status_writes >= 2)
 
 
+def test_our_write_is_kept_for_later_reads_only_until_the_cache_shows_it() -> None:
+    """Read-your-writes: a reconcile on a cache that has not caught up reads our own write
+    instead. Once the cache shows it, it is dropped, whether its echo came after the write
+    (`is_own_echo`) or before the response did; kept, a migration that waits would hold one
+    full object in memory until its next reconcile."""
+    live = FakeApi(spec())
+    stale = copy.deepcopy(live)
+    rec = Reconciler(api=live, settings=OperatorSettings(manage_runner_rbac=False), reads=stale)
+    rec.reconcile_once(NS, "m")  # a Job: decided again live, then Running is written
+    assert live.status_writes >= 1
+    assert set(rec._written) == {(NS, "m")}  # the cache is behind: kept
+    rec.is_own_echo(NS, "m", str(live.migration["metadata"]["resourceVersion"]))  # the echo
+    assert rec._written == {}
+
+    early = FakeApi(spec())
+    rec = Reconciler(api=early, settings=OperatorSettings(manage_runner_rbac=False), reads=early)
+    rec.reconcile_once(NS, "m")  # the cache shows the write before the response is kept
+    assert early.status_writes >= 1
+    assert rec._written == {}
+
+
 def after_expand_and_backfill() -> tuple[FakeApi, Reconciler]:
     """An Observe-mode migration whose expand and backfill Jobs have finished: its next
     reconcile enters RollingOut."""

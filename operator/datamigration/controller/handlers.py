@@ -36,7 +36,7 @@ from typing import Any
 import kopf
 
 from datamigration.controller import cache as caches
-from datamigration.controller import leadership
+from datamigration.controller import kopf_scale, leadership
 from datamigration.controller.cache import CachedApi, WatchCache
 from datamigration.controller.reconciler import Reconciler
 from datamigration.controller.settings import OperatorSettings
@@ -59,7 +59,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.client_timeout = 300
     settings.persistence.finalizer = "datamigration.dev/kopf-finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf_scale.NoDiffBase()  # no on.create/update
     operator_settings = OperatorSettings.from_env()
     # Explicit namespaces need no namespace scanning, nor the cluster-wide permission it takes.
     settings.scanning.disabled = bool(operator_settings.namespaces)

@@ -15,7 +15,7 @@ import sys
 import kopf
 
 from datamigration import __version__
-from datamigration.controller import gcpolicy, metrics
+from datamigration.controller import gcpolicy, kopf_scale, metrics
 from datamigration.controller.settings import OperatorSettings, SettingsError
 
 
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         # kopf logs every handler and index call on every event at INFO ("Handler ... succeeded"):
         # thousands of lines a minute with many migrations, and no news. Failures still show.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    kopf_scale.install()  # before kopf creates its toggle sets
     gcpolicy.after_imports()
     kopf.run(
         standalone=True,

@@ -1,0 +1,127 @@
+"""kopf's index wait at start-up: the same outcomes, with wake-ups linear in the objects."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from kopf._cogs.aiokits import aiotoggles
+
+from datamigration.controller import kopf_scale
+
+Level = kopf_scale.level_toggle_set(aiotoggles.ToggleSet)
+
+
+class Counted:
+    """A ToggleSet class that counts the aggregate checks its waiters make."""
+
+    def __init__(self, base: type[Any]) -> None:
+        self.checks = 0
+        counter = self
+
+        class CountingSet(base):  # type: ignore[misc, valid-type]
+            def wait_for(self, state: bool) -> Any:
+                async def waiting() -> None:
+                    async with self._condition:
+
+                        def check() -> bool:
+                            counter.checks += 1
+                            return bool(self.is_on() == state)
+
+                        await self._condition.wait_for(check)
+
+                return waiting()
+
+        self.cls = CountingSet
+
+
+async def index_then_wait(cls: type[Any], objects: int) -> tuple[int, list[bool]]:
+    """kopf's start-up in small: every object adds a toggle, its worker drops it once indexed
+    and waits for all; returns the checks made and whether each waiter saw the set on."""
+    counted = Counted(cls)
+    indexed = counted.cls(all)
+    toggles = [await indexed.make_toggle(name=str(i)) for i in range(objects)]
+    seen: list[bool] = []
+
+    async def worker(toggle: aiotoggles.Toggle) -> None:
+        await indexed.drop_toggle(toggle)
+        await indexed.wait_for(True)
+        seen.append(indexed.is_on())
+
+    workers = []
+    for toggle in toggles:  # indexed one after another, as their events arrive
+        workers.append(asyncio.create_task(worker(toggle)))
+        for _ in range(4):  # the loop runs between two events: woken waiters wait again
+            await asyncio.sleep(0)
+    await asyncio.gather(*workers)
+    return counted.checks, seen
+
+
+def test_every_waiter_goes_on_only_once_every_object_is_indexed() -> None:
+    _, seen = asyncio.run(index_then_wait(Level, 300))
+    assert seen == [True] * 300
+
+
+def test_the_waiters_wake_linearly_where_kopfs_own_set_wakes_quadratically() -> None:
+    ours, _ = asyncio.run(index_then_wait(Level, 300))
+    theirs, _ = asyncio.run(index_then_wait(aiotoggles.ToggleSet, 300))
+    assert ours <= 2 * 300  # each waiter checks on arrival and once when the set goes on
+    assert theirs > 300 * 300 // 4  # about N²/2: the cost this module exists to remove
+
+
+def test_an_any_set_still_wakes_on_each_change_of_its_state() -> None:
+    """kopf's pause set (`any`): off, on while one toggle is on, off again."""
+
+    async def scenario() -> list[str]:
+        paused = Level(any)
+        events: list[str] = []
+        first = await paused.make_toggle(name="a")
+        second = await paused.make_toggle(name="b")
+
+        async def watch() -> None:
+            await paused.wait_for(True)
+            events.append("paused")
+            await paused.wait_for(False)
+            events.append("resumed")
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0)  # the watcher waits for True
+        await first.turn_to(True)
+        await second.turn_to(True)  # no change of state: nobody needs waking
+        await first.turn_to(False)  # still on (b)
+        await asyncio.sleep(0)
+        assert events == ["paused"]
+        await second.turn_to(False)
+        await asyncio.wait_for(watcher, 5)
+        return events
+
+    assert asyncio.run(scenario()) == ["paused", "resumed"]
+
+
+def test_install_replaces_kopfs_class_once_and_kopf_builds_sets_from_it() -> None:
+    original = aiotoggles.ToggleSet
+    try:
+        assert kopf_scale.install()
+        installed = aiotoggles.ToggleSet
+        assert kopf_scale.install() and aiotoggles.ToggleSet is installed  # idempotent
+        created = aiotoggles.ToggleSet(all)
+        assert isinstance(created, original)
+        assert isinstance(created._condition, kopf_scale.LevelCondition)
+    finally:
+        aiotoggles.ToggleSet = original
+
+
+def test_no_handler_needs_the_diff_base_the_operator_does_not_keep() -> None:
+    """`NoDiffBase` keeps nothing: right only while no handler detects changes (on.create,
+    update, resume, field) or spawns daemons and timers, the handlers kopf gives a diff to."""
+    import kopf
+
+    import datamigration.controller.handlers  # noqa: F401  (registers the handlers)
+
+    registry = kopf.get_default_registry()
+    assert not registry._changing.get_all_handlers()
+    assert not registry._spawning.get_all_handlers()
+    assert registry._watching.get_all_handlers()  # the on.event handlers are there
+    body = kopf.Body({"metadata": {"name": "m"}, "spec": {"a": 1}})
+    assert kopf_scale.NoDiffBase().build(body=body) == {}
+    assert kopf_scale.NoDiffBase().fetch(body=body) is None
