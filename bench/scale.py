@@ -537,7 +537,13 @@ def main() -> int:
         try:
             results.update(
                 final_stage(
-                    kube, migrations=migrations, stage1=stage1, waiting=waiting, args=args, url=url
+                    kube,
+                    migrations=migrations,
+                    stage1=stage1,
+                    waiting=waiting,
+                    args=args,
+                    url=url,
+                    operator=op1b,
                 )
             )
         finally:
@@ -773,8 +779,12 @@ def final_stage(
     waiting: set[tuple[str, str]],
     args: argparse.Namespace,
     url: Callable[[str, str], str],
+    operator: OperatorProcess,
 ) -> JSON:
+    """`operator` is started again if it exits, as its Deployment would restart it (a leader
+    that cannot renew its Lease exits by design); the restarts are counted."""
     print(f"running all {len(stage1)} to Succeeded, at most {args.concurrency} at once")
+    restarts = 0
     pending = list(stage1)
     released: set[tuple[str, str]] = set()
     started = time.monotonic()
@@ -788,6 +798,10 @@ def final_stage(
         done = {k for k in stage1 if now.get(k) in TERMINAL}
         if len(done) == len(stage1) or time.monotonic() - started > args.final_timeout:
             break
+        if not operator.running:
+            restarts += 1
+            print(f"  the operator exited ({operator.log_path}): started again, as a pod would be")
+            operator.start(timeout=120)
         in_flight = len(released - done)
         while pending and in_flight < args.concurrency:
             ns, name = pending.pop(0)
@@ -813,7 +827,11 @@ def final_stage(
         ns, name = failed[0]
         print(f"  e.g. {ns}/{name}: {kube.migration(ns, name).get('status', {}).get('message')}")
     print(f"final: {dict(counts)} after {wall:.0f} s")
-    return {"succeeded": counts.get("Succeeded", 0), "wall_s": round(wall, 1)}
+    return {
+        "succeeded": counts.get("Succeeded", 0),
+        "wall_s": round(wall, 1),
+        "operator_restarts": restarts,
+    }
 
 
 if __name__ == "__main__":

@@ -62,8 +62,10 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 #: Pod processes run below the control plane's and the operator's CPU priority: in a cluster,
 #: workload pods run on worker nodes and never take the API server's or a controller's CPU;
 #: on this one machine, twenty runners starting at once (each imports SQLAlchemy) otherwise
-#: starve the API server and the operator whose latency the tests and benchmarks measure.
-POD_NICENESS = 10
+#: starve the API server and the operator whose latency the tests and benchmarks measure. The
+#: lowest priority: at 10, bench-scale's thirty-two runners still took about half of the two
+#: cores, and the API server answered the operator's Lease renewals too late.
+POD_NICENESS = 19
 
 
 class StartError(Exception):
