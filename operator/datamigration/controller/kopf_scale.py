@@ -8,7 +8,8 @@ toggle, drops it once indexed, and each object's worker then waits on the set's 
 the whole set to be on. Every change wakes every waiter (`notify_all`), and each one checks the
 set and sleeps again: with N objects, about N²/2 wake-ups on the event loop. With 1,000
 migrations beside their Deployments, ReplicaSets, pods and Secrets that was most of the
-operator's start-up (bench/scale.py `startup_s`: 32 s before, 19 s after, on 2 cores).
+operator's start-up (bench/scale.py's first stage alone, first reconcile of all 1,000, on 2
+cores: 27 to 32 s before, 19 to 23 s after).
 
 What it guarantees: the same waits, with the same outcomes. A ToggleSet's waiters wait only for
 its aggregate state (`ToggleSet.wait_for`: `is_on() == state`; kopf never waits on one toggle of

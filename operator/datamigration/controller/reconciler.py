@@ -329,20 +329,20 @@ class Reconciler:
             self._last_write[key] = time.monotonic()
             if self.reads is not None:
                 self._written[key] = written
-                self._forget_if_echoed(key, written)
+                self._forget_if_echoed(key)
         return written
 
-    def _forget_if_echoed(self, key: Key, written: dict[str, Any]) -> None:
+    def _forget_if_echoed(self, key: Key) -> None:
         """Drop our write when its echo came before the write was kept: the watch event can
         arrive while this thread is still waiting for the response, and `is_own_echo` then
         found nothing to drop. Kept, one full object per migration stayed in memory until the
         migration's next reconcile, which for a paused or waiting one may never come. Checked
-        after the write was kept, so an echo that comes later is dropped by `is_own_echo`."""
+        after the write was kept, so an echo that comes later is dropped by `is_own_echo`;
+        `_newest` drops it when the cache is not older."""
         assert self.reads is not None
         cached = self.reads.get_migration(*key)
-        ours, theirs = _version(written), _version(cached) if cached is not None else None
-        if ours is not None and theirs is not None and theirs >= ours:
-            self._written.pop(key, None)
+        if cached is not None:
+            self._newest(key, cached)
 
     @staticmethod
     def _validate(raw_spec: Any) -> MigrationSpec | Invalid:
