@@ -52,6 +52,8 @@ rss_mb_peak: the largest resident set (/proc VmRSS, sampled every 0.2 s) of any 
 processes above, over the whole bench.
 
 Prints human lines, the targets and whether each is met, then one JSON line last.
+`--stages 1` (or `1,2`, `1,3`) runs fewer stages, for a quick look at start-up and idle traffic:
+`make bench-scale BENCH_SCALE_ARGS="--stages 1"`.
 """
 
 from __future__ import annotations
@@ -373,6 +375,13 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--final-timeout", type=float, default=3600.0)
+    parser.add_argument(
+        "--stages",
+        choices=("1", "1,2", "1,3", "1,2,3"),
+        default="1,2,3",
+        help="stage 1 always runs (the others need its migrations); a stage left out reports "
+        "null figures, and its targets count as not met",
+    )
     args = parser.parse_args()
     fanout = args.migrations if args.fanout is None else args.fanout
     bench_started = time.monotonic()
@@ -506,48 +515,57 @@ def main() -> int:
         op1.stop()
 
         # --- 2. fan-out and reaction under it ---------------------------------------------------
-        results.update(
-            fanout_stage(kube, handle=handle, rss=rss, fanout=fanout, probes=args.probes, url=url)
-        )
-
-        # --- 3. everything to Succeeded --------------------------------------------------------
-        for ns in namespaces:
-            kube.apply(secret(ns, LATE_SECRET, {}))
-            kube.client.merge_patch(
-                f"/apis/apps/v1/namespaces/{ns}/deployments/shop-api",
-                {
-                    "spec": {
-                        "template": {"spec": {"containers": [{"name": "api", "image": IMAGE_2}]}}
-                    }
-                },
-            )
-        # Stage 2's namespace goes first: the stage-3 operator serves the whole cluster.
-        kube.delete_namespace(FANOUT_NS)
-        wait_for(
-            f"namespace {FANOUT_NS} to go",
-            lambda: not kube.namespace_has(FANOUT_NS),
-            timeout=600,
-        )
-        op1b = OperatorProcess(
-            Path(handle.kubeconfig), logs / "operator-bench-scale-3.log", env=env1, verbose=False
-        )
-        op1b.log_path.unlink(missing_ok=True)
-        rss.procs["stage3"] = op1b
-        op1b.start(timeout=120)
-        try:
+        if "2" in args.stages:
             results.update(
-                final_stage(
-                    kube,
-                    migrations=migrations,
-                    stage1=stage1,
-                    waiting=waiting,
-                    args=args,
-                    url=url,
-                    operator=op1b,
+                fanout_stage(
+                    kube, handle=handle, rss=rss, fanout=fanout, probes=args.probes, url=url
                 )
             )
-        finally:
-            op1b.stop()
+
+        # --- 3. everything to Succeeded --------------------------------------------------------
+        if "3" in args.stages:
+            for ns in namespaces:
+                kube.apply(secret(ns, LATE_SECRET, {}))
+                kube.client.merge_patch(
+                    f"/apis/apps/v1/namespaces/{ns}/deployments/shop-api",
+                    {
+                        "spec": {
+                            "template": {
+                                "spec": {"containers": [{"name": "api", "image": IMAGE_2}]}
+                            }
+                        }
+                    },
+                )
+            # Stage 2's namespace goes first: the stage-3 operator serves the whole cluster.
+            kube.delete_namespace(FANOUT_NS)
+            wait_for(
+                f"namespace {FANOUT_NS} to go",
+                lambda: not kube.namespace_has(FANOUT_NS),
+                timeout=600,
+            )
+            op1b = OperatorProcess(
+                Path(handle.kubeconfig),
+                logs / "operator-bench-scale-3.log",
+                env=env1,
+                verbose=False,
+            )
+            op1b.log_path.unlink(missing_ok=True)
+            rss.procs["stage3"] = op1b
+            op1b.start(timeout=120)
+            try:
+                results.update(
+                    final_stage(
+                        kube,
+                        migrations=migrations,
+                        stage1=stage1,
+                        waiting=waiting,
+                        args=args,
+                        url=url,
+                        operator=op1b,
+                    )
+                )
+            finally:
+                op1b.stop()
     finally:
         op1.stop()
         rss.stop.set()
@@ -567,6 +585,7 @@ def main() -> int:
         "rss_mb_peak_by_stage": peaks,
         "fanout_migrations": fanout,
         "bench_s": round(time.monotonic() - bench_started),
+        "stages": args.stages,
     }
     met = {
         "succeeded": result["succeeded"] == len(stage1),

@@ -107,10 +107,14 @@ class Api:
     def patch(self, path: str, body: JSON, *, content_type: str = MERGE_PATCH) -> JSON:
         return self.request("PATCH", path, body=body, content_type=content_type)
 
-    def delete(self, path: str, *, grace_seconds: int | None = None) -> JSON:
+    def delete(
+        self, path: str, *, grace_seconds: int | None = None, uid: str | None = None
+    ) -> JSON:
         body: JSON = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if grace_seconds is not None:
             body["gracePeriodSeconds"] = grace_seconds
+        if uid is not None:  # only this incarnation of the object, never a namesake
+            body["preconditions"] = {"uid": uid}
         return self.request("DELETE", path, body=body)
 
     def watch(

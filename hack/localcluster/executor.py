@@ -6,7 +6,8 @@ only fakes pod statuses. The operator's phase Jobs must really run, though: thei
 `datamigration.dev/executor=local` once they are scheduled (`spec.nodeName` set) and runs each as
 local processes (see `localcluster.podworker` for the per-pod lifecycle and what is emulated, and
 `localcluster.podenv` for the environment), reporting on `pods/status` what a kubelet would, so the
-real Job controller sees the real outcome. KWOK's pod stages skip these pods.
+real Job controller sees the real outcome. KWOK's pod stages skip these pods, deletion included:
+a deleted one goes only once its processes have exited (`podworker.remove_pod`).
 
 Watch loop: list, then watch from the list's resourceVersion with bookmarks; a normal end of the
 watch resumes from the last resourceVersion seen, an expired one (410) relists, other errors back
@@ -39,7 +40,13 @@ import yaml
 from localcluster import names
 from localcluster.api import Api, ApiError
 from localcluster.paths import StatePaths
-from localcluster.podworker import ExecutorContext, PodWorker, mark_lost, remove_workdir
+from localcluster.podworker import (
+    ExecutorContext,
+    PodWorker,
+    mark_lost,
+    remove_pod,
+    remove_workdir,
+)
 
 JSON = dict[str, Any]
 LABEL_SELECTOR = f"{names.EXECUTOR_LABEL}={names.EXECUTOR_VALUE}"
@@ -83,6 +90,15 @@ class Executor:
             return
         if worker is not None:
             worker.observe(pod)
+            worker.remove_if_deleted()  # it may have ended just before the deletion
+            return
+        if meta.get("deletionTimestamp"):
+            # No worker runs it (finished, never started, or started by an executor before this
+            # one): stop what may be left of it, then remove it, as a kubelet would.
+            if uid not in self.done and _started_by_someone(pod):
+                mark_lost(self.ctx, pod)
+            self.done.add(uid)
+            remove_pod(self.ctx, pod)
             return
         if uid in self.done or pod.get("status", {}).get("phase") in TERMINAL:
             return
@@ -90,8 +106,6 @@ class Executor:
             self.done.add(uid)
             mark_lost(self.ctx, pod)
             return
-        if meta.get("deletionTimestamp"):
-            return  # never started and already going away: nothing to run
         worker = PodWorker(self.ctx, pod)
         self.workers[uid] = worker
         worker.start()

@@ -19,7 +19,9 @@ as it would in a pod. A container without such a mount gets no credentials.
 Ending early: on deletion (deletionTimestamp or the object gone), on `activeDeadlineSeconds`, and
 on executor shutdown, every process group gets SIGTERM, then SIGKILL after the grace period
 (deletion: the one the delete asked for, at least 2 s like the kubelet; deadline: the pod's
-`terminationGracePeriodSeconds`).
+`terminationGracePeriodSeconds`). A deleted pod stays, Terminating, until its last process has
+exited; then the executor removes it (`remove_pod`), as the kubelet does: whoever watches the pod
+(the operator waiting for a paused runner to stop) sees it go only once nothing of it runs.
 
 Not emulated: the image (the command runs in the project's Python environment), volumes and
 mounts, probes, resource limits, `workingDir`, the `terminationMessagePath` file, and any
@@ -206,7 +208,16 @@ class PodWorker(threading.Thread):
                 {"phase": "Failed", "reason": "ExecutorError", "message": f"local executor: {exc}"}
             )
         finally:
+            # Finished first, then the deletion looked at: the watch thread marks the deletion
+            # first, then looks at finished (`Executor._handle`), so one of the two always
+            # removes a pod deleted as it ended.
             self.finished.set()
+            self.remove_if_deleted()
+
+    def remove_if_deleted(self) -> None:
+        """Remove the pod if it was deleted and nothing of it runs any more."""
+        if self.finished.is_set() and self.deleting.is_set() and not self.gone.is_set():
+            remove_pod(self.ctx, self.pod)
 
     def _live(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -713,3 +724,18 @@ def mark_lost(ctx: ExecutorContext, pod: JSON) -> None:
 def remove_workdir(ctx: ExecutorContext, uid: str) -> None:
     """A deleted pod's working directory (its token kubeconfig included) is not kept."""
     shutil.rmtree(ctx.pods_dir / uid, ignore_errors=True)
+
+
+def remove_pod(ctx: ExecutorContext, pod: JSON) -> None:
+    """The kubelet's last word on a deleted pod whose processes have all exited: delete it for
+    good (grace 0), this incarnation only (uid precondition)."""
+    meta = pod["metadata"]
+    path = f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}"
+    try:
+        ctx.api.delete(path, grace_seconds=0, uid=meta["uid"])
+        ctx.log.info("pod %s/%s: no process left: removed", meta["namespace"], meta["name"])
+    except ApiError as exc:
+        if exc.status not in (404, 409):  # gone already, or a namesake
+            ctx.log.error(
+                "pod %s/%s: could not remove it: %s", meta["namespace"], meta["name"], exc
+            )

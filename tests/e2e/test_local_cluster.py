@@ -515,6 +515,32 @@ def test_deleting_a_pod_terminates_its_process_group(api: Api, namespace: str) -
     assert not group
 
 
+def test_a_deleted_pod_stays_until_its_process_has_exited(
+    api: Api, namespace: str, tmp_path: Path
+) -> None:
+    # As with a kubelet: whoever watches the pod (the operator, waiting for a paused runner to
+    # stop) must not see it go while its process may still write to a database.
+    marker = tmp_path / "finished-cleanup"
+    script = (
+        "import signal, sys, time\n"
+        "def stop(*_):\n"
+        "    time.sleep(2)\n"
+        f"    open({str(marker)!r}, 'w').write('done')\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    spec = {"restartPolicy": "Never", "containers": [container(["python", "-c", script])]}
+    run_pod(api, namespace, "careful", spec, labels=EXECUTOR_LABELS)
+    pid = _running_pid(api, namespace, "careful")
+    deleted = api.delete(f"/api/v1/namespaces/{namespace}/pods/careful", grace_seconds=20)
+    assert deleted["metadata"]["deletionTimestamp"]
+    until("the pod object gone", lambda: pod_phase(api, namespace, "careful") is None, 30)
+    assert marker.read_text() == "done", "the pod went before its process had finished"
+    assert _gone(pid)
+
+
 def _in_group(pid: int, pgid: int) -> bool:
     try:
         return os.getpgid(pid) == pgid and not _gone(pid)

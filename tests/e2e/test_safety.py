@@ -286,6 +286,10 @@ def test_pause_is_enforced_when_the_runner_cannot_hear_it_and_is_never_a_warning
     )
     assert stopped["phase"] == "Paused"
     assert "stopped Job" in stopped["phases"]["backfill"]["message"]
+    # Paused only once the runner's pod has ended or gone (its process could commit before).
+    job = stopped["phases"]["backfill"]["job"]
+    pods = kube.pods(namespace, f"job-name={job}")
+    assert [p for p in pods if p["status"].get("phase") not in ("Succeeded", "Failed")] == []
     frozen = count(shop.engine, "email_address IS NOT NULL")
     assert 0 < frozen < 60000
     assert [e for e in events(kube, namespace) if e["type"] == "Warning"] == []

@@ -106,8 +106,8 @@ class FakeApi:
         self.jobs.pop(name, None)
 
     def list_pods(self, namespace: str, selector: str) -> list[JSON]:
-        if selector.startswith("job-name="):
-            return self.pods.get(selector.split("=", 1)[1], [])
+        if selector.startswith("datamigration.dev/migration-uid="):
+            return [pod for pods in self.pods.values() for pod in pods]
         return self.cluster.pods
 
     def get_deployment(self, namespace: str, name: str) -> JSON | None:
@@ -154,8 +154,9 @@ class FakeApi:
                 if failed:
                     self.pods[name] = [
                         {
-                            "metadata": {"name": f"{name}-p"},
+                            "metadata": {"name": f"{name}-p", "labels": {"job-name": name}},
                             "status": {
+                                "phase": "Failed",
                                 "containerStatuses": [
                                     {
                                         "name": "runner",
@@ -167,7 +168,7 @@ class FakeApi:
                                             }
                                         },
                                     }
-                                ]
+                                ],
                             },
                         }
                     ]

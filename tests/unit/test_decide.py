@@ -8,6 +8,7 @@ incomplete input runs nothing; Events only on transitions.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -742,6 +743,63 @@ def test_pause_is_enforced_by_deleting_the_backfill_job_after_the_grace() -> Non
     assert "stopped Job m-backfill-1-abcde" in late.status["message"]
     resumed = run(spec(), late.status, observed(Cluster(), job("expand", 1, "Succeeded")))
     assert creates(resumed) == [("backfill", 2)]
+
+
+def runner_pod(job_name: str, phase: str, state: str) -> dict[str, Any]:
+    """A runner pod as the API server shows it: `terminating` is Running with a deletion
+    timestamp (its process still runs until the pod object goes)."""
+    meta: dict[str, Any] = {
+        "name": f"{job_name}-x7k2p",
+        "labels": {"job-name": job_name, "datamigration.dev/phase": phase},
+    }
+    if state == "terminating":
+        meta["deletionTimestamp"] = "2026-11-21T10:00:40Z"
+    return {"metadata": meta, "status": {"phase": "Running" if state != "ended" else "Failed"}}
+
+
+def test_paused_is_said_only_once_the_deleted_jobs_runner_pod_has_gone() -> None:
+    s = run().status
+    s = run(status=s, obs=observed(Cluster(), job("expand", 1, "Succeeded"))).status
+    name = "m-backfill-1-abcde"
+    running = (job("expand", 1, "Succeeded"), job("backfill", 1, "Running"))
+
+    def seen(*jobs: JobObservation, pod: str | None) -> Observed:
+        pods = {} if pod is None else {name: [runner_pod(name, "backfill", pod)]}
+        return dataclasses.replace(observed(Cluster(), *jobs), job_pods=pods)
+
+    pausing = run(spec(paused=True), s, seen(*running, pod="running"))
+    later = NOW + timedelta(seconds=31)
+    stopped = run(spec(paused=True), pausing.status, seen(*running, pod="running"), later)
+    assert DeleteJob(name) in stopped.actions
+    cases = {
+        # The Job is deleted but its pod's process may still commit a batch.
+        "Job deleted, pod still running": (stopped.status, "running", "Backfilling", "Pausing"),
+        "Job gone, pod terminating": (stopped.status, "terminating", "Backfilling", "Pausing"),
+        "Job gone, pod ended": (stopped.status, "ended", "Paused", "Paused"),
+        "Job gone, pod gone": (stopped.status, None, "Paused", "Paused"),
+    }
+    assert stopped.status["phase"] == "Backfilling"
+    assert cond(stopped, "Ready")["reason"] == "Pausing"
+    for case, (status, pod, phase, reason) in cases.items():
+        d = run(spec(paused=True), status, seen(job("expand", 1, "Succeeded"), pod=pod), later)
+        assert (d.status["phase"], cond(d, "Ready")["reason"]) == (phase, reason), case
+        assert creates(d) == [] and cond(d, "Stalled")["status"] == "False", case
+        if reason == "Pausing":
+            assert f"runner pod {name}-x7k2p of Job {name} is still" in d.status["message"], case
+            assert "stopped Job" in d.status["message"], case  # and what happens next
+    gone = run(spec(paused=True), stopped.status, seen(job("expand", 1, "Succeeded"), pod=None))
+    assert [(a.type, a.reason) for a in gone.actions if isinstance(a, EmitEvent)] == [
+        ("Normal", "Paused")
+    ]
+
+
+def test_a_paused_rollback_waits_for_its_runner_pod_too() -> None:
+    paused = aborting(paused=True)
+    pod = runner_pod("m-rollback-1-abcde", "rollback", "terminating")
+    obs = dataclasses.replace(observed(Cluster(), *DONE_DB), job_pods={"m-rollback-1-abcde": [pod]})
+    d = run(paused, through_backfill(), obs)
+    assert (d.status["phase"], cond(d, "Ready")["reason"]) == ("RollingBack", "Pausing")
+    assert "runner pod m-rollback-1-abcde-x7k2p" in d.status["message"]
 
 
 def test_exit_75_is_paused_never_a_warning() -> None:

@@ -191,6 +191,8 @@ class Reader:
         return []
 
     def list_pods(self, namespace: str, selector: str) -> list[Any]:
+        if selector.startswith("datamigration.dev/migration-uid="):
+            return []  # no Job has run
         return self.sts_pods if selector == "app=db" else self.cluster.pods
 
 

@@ -50,7 +50,7 @@ INDEXES = (
     "cache_migrations",  # (namespace, name) -> DataMigration, Packed
     "cache_peers",  # (namespace, kind, name) of each workload it names -> Peer
     "cache_jobs",  # (namespace, migration uid) -> Job of a migration
-    "cache_job_pods",  # (namespace, job-name) -> pod of a migration's Job
+    "cache_job_pods",  # (namespace, migration uid) -> pod of one of the migration's Jobs
     "cache_deployments",  # (namespace, name) -> Deployment
     "cache_replicasets",  # namespace -> ReplicaSet
     "cache_app_pods",  # namespace -> pod with a pod-template-hash (a ReplicaSet's)
@@ -306,11 +306,11 @@ class CachedApi(LiveWrites):
             return self.live.list_jobs(namespace, selector)
 
     def list_pods(self, namespace: str, selector: str) -> list[JSON]:
-        job = _single_term(selector, "job-name")
+        uid = _single_term(selector, LABEL_MIGRATION_UID)
 
         def find(ix: Mapping[str, Any]) -> list[JSON]:
-            if job is not None:
-                return _values(ix, "cache_job_pods", (namespace, job))
+            if uid is not None:
+                return _values(ix, "cache_job_pods", (namespace, uid))
             if not selector:
                 raise NotCached("every pod of a namespace")
             pods = {

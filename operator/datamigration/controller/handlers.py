@@ -143,8 +143,7 @@ async def cache_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body
 async def cache_job_pods(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> Any:
-    job = labels.get("job-name")
-    return {(namespace, job): caches.slim_pod(body)} if job else None
+    return {(namespace, labels.get(LABEL_MIGRATION_UID)): caches.slim_pod(body)}
 
 
 @kopf.index("apps", "v1", "deployments")

@@ -63,15 +63,19 @@ def observe(
     annotations = meta.get("annotations") or {}
 
     def read_jobs() -> tuple[list[JobObservation], dict[str, Sequence[Mapping[str, Any]]]]:
-        jobs = []
+        selector = f"{LABEL_MIGRATION_UID}={meta['uid']}"
+        # Every pod of the migration's Jobs, by Job: a deleted Job's pods included, since
+        # they may still run (and commit) until they are gone.
         job_pods: dict[str, Sequence[Mapping[str, Any]]] = {}
-        for job in api.list_jobs(namespace, f"{LABEL_MIGRATION_UID}={meta['uid']}"):
+        for pod in api.list_pods(namespace, selector):
+            owner = str((pod["metadata"].get("labels") or {}).get("job-name", ""))
+            job_pods[owner] = [*job_pods.get(owner, ()), pod]
+        jobs = []
+        for job in api.list_jobs(namespace, selector):
             name = job["metadata"]["name"]
             # A finished Job's pods matter only for a failure's exit code and message.
             done = true_condition(job, "Complete") or true_condition(job, "SuccessCriteriaMet")
-            pods = [] if done else api.list_pods(namespace, f"job-name={name}")
-            job_pods[name] = pods
-            seen = observe_job(job, pods)
+            seen = observe_job(job, [] if done else job_pods.setdefault(name, []))
             jobs.append(dataclasses.replace(seen, message=scrub(seen.message)))
         return jobs, job_pods
 

@@ -22,6 +22,9 @@ Invariants `decide` keeps, each tested in tests/unit/test_decide.py:
 - Approval binds to content: the contract runs only when `spec.contract.approvedDigest` equals
   the digest of what it would run (`core/digest.py`); otherwise `ApprovalStale`.
 - A contract Job whose steps have not started is withdrawn when the rollout proof goes away.
+- `Paused` means nothing of the migration runs: while a pod of one of its Jobs has not ended
+  (the backfill Job the pause deleted included: its process may still commit), the reason is
+  `Pausing` and the message names the pod.
 - One failure keeps one reason (recorded in the phase record).
 - Events are returned only for transitions, never for an unchanged state.
 
@@ -54,10 +57,11 @@ from datamigration.core.jobs import (
     EXIT_PAUSED,
     EXIT_ROLLOUT_REGRESSED,
     EXIT_VERIFY_FAILED,
+    LABEL_PHASE,
     JobObservation,
 )
 from datamigration.core.observed import Invalid, Observed, Peer, Workload
-from datamigration.core.pods import start_problem, started
+from datamigration.core.pods import not_ended, start_problem, started
 from datamigration.core.rollout import RolloutVerdict
 from datamigration.core.rules import TERMINAL, contract_started
 from datamigration.core.spec import JOB_PHASES, PHASES, MigrationSpec
@@ -173,7 +177,16 @@ class _Run:
         stalled: tuple[str, str] | None = None,
         awaiting: bool = False,
     ) -> None:
-        """Set the summary phase, message and the standard conditions together."""
+        """Set the summary phase, message and the standard conditions together.
+
+        `Paused` says that nothing of the migration runs: while a pod of one of its Jobs has not
+        ended (the Job deleted by the pause included), the phase stays that Job's and the reason
+        is `Pausing`, naming the pod."""
+        if phase == "Paused":
+            lingering = self._runner_still_running()
+            if lingering is not None:
+                phase, message = lingering[0], f"{lingering[1]}; then: {message}"
+                ready, progressing = ("False", R.PAUSING), None
         self.status["phase"] = phase
         self.status["message"] = message
         r_status, r_reason = ready
@@ -196,6 +209,23 @@ class _Run:
             generation=self.observed.generation,
             now=_iso(self.now),
         )
+
+    def _runner_still_running(self) -> tuple[str, str] | None:
+        """(phase label, message) for the first pod of the migration's Jobs not ended, if any."""
+        for job, pods in sorted(self.observed.job_pods.items()):
+            for pod in not_ended(pods):
+                meta = pod.get("metadata") or {}
+                phase = str((meta.get("labels") or {}).get(LABEL_PHASE, ""))
+                label = PHASE_LABELS.get(phase, "RollingBack" if phase == ROLLBACK else "")
+                if not label:  # a pod without our phase label: not ours to name, still running
+                    label = "Pending" if _keep_phase(self) == "Paused" else _keep_phase(self)
+                state = "terminating" if meta.get("deletionTimestamp") else "running"
+                return (
+                    label,
+                    f"pausing: runner pod {meta.get('name', '')} of Job {job} is still {state}; "
+                    "it may commit the batch in progress until it exits",
+                )
+        return None
 
     def stall(self, phase: str, reason: str, message: str) -> None:
         self.set(

@@ -73,7 +73,8 @@ class Observed:
     jobs: Sequence[JobObservation] = ()
     retry_token: str = ""
     secret_has_key: bool = True
-    #: The pods of each of the migration's Jobs, by Job name.
+    #: The pods of the migration's Jobs, by Job name (the pods of a deleted Job that have not
+    #: gone yet included: they may still run).
     job_pods: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
     #: The `datamigration.dev/accept-change` annotation.
     accept_change: str = ""

@@ -112,3 +112,9 @@ def started(pods: Sequence[Mapping[str, Any]]) -> bool:
             if state.get("running") or state.get("terminated"):
                 return True
     return False
+
+
+def not_ended(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The pods that have not ended: neither Succeeded nor Failed, terminating ones included
+    (a deleted pod's process may still run, and commit, until the pod object is gone)."""
+    return [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
