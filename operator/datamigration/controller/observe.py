@@ -64,14 +64,16 @@ def observe(
 
     def read_jobs() -> tuple[list[JobObservation], dict[str, Sequence[Mapping[str, Any]]]]:
         selector = f"{LABEL_MIGRATION_UID}={meta['uid']}"
+        listed = None if parallel is None else parallel.submit(api.list_pods, namespace, selector)
+        found = api.list_jobs(namespace, selector)
         # Every pod of the migration's Jobs, by Job: a deleted Job's pods included, since
         # they may still run (and commit) until they are gone.
         job_pods: dict[str, Sequence[Mapping[str, Any]]] = {}
-        for pod in api.list_pods(namespace, selector):
+        for pod in api.list_pods(namespace, selector) if listed is None else listed.result():
             owner = str((pod["metadata"].get("labels") or {}).get("job-name", ""))
             job_pods[owner] = [*job_pods.get(owner, ()), pod]
         jobs = []
-        for job in api.list_jobs(namespace, selector):
+        for job in found:
             name = job["metadata"]["name"]
             # A finished Job's pods matter only for a failure's exit code and message.
             done = true_condition(job, "Complete") or true_condition(job, "SuccessCriteriaMet")
