@@ -76,6 +76,12 @@ def _job_spec(spec: MigrationSpec, action: CreateJob) -> MigrationSpec:
     return dataclasses.replace(spec, runner=runner)
 
 
+def manages_runner_identity(settings: OperatorSettings, spec: MigrationSpec) -> bool:
+    """Whether the operator makes the runner's ServiceAccount and RoleBinding before a Job of
+    this migration (the chart's default), rather than the spec naming its own account."""
+    return settings.manage_runner_rbac and not spec.runner.service_account_name
+
+
 def act(
     api: OperatorApi,
     settings: OperatorSettings,
@@ -91,7 +97,7 @@ def act(
     owner = Owner(namespace=namespace, name=name, uid=meta["uid"])
     for action in decision.actions:
         if isinstance(action, CreateJob) and spec is not None:
-            if settings.manage_runner_rbac and not spec.runner.service_account_name:
+            if manages_runner_identity(settings, spec):
                 _check(fence, "ensure the runner identity")
                 api.ensure_runner_identity(
                     namespace, settings.runner_service_account, settings.runner_cluster_role

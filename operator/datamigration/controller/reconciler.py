@@ -41,7 +41,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datamigration.controller import gcpolicy, metrics
-from datamigration.controller.act import Fence, NotLeader, StatusConflict, act
+from datamigration.controller.act import (
+    Fence,
+    NotLeader,
+    StatusConflict,
+    act,
+    manages_runner_identity,
+)
 from datamigration.controller.cache import CachedApi
 from datamigration.controller.observe import observe, peer_source
 from datamigration.controller.settings import OperatorSettings
@@ -272,6 +278,7 @@ class Reconciler:
         )
         if not live and _has_side_effects(decision):
             # Never act on a cache: read everything from the API server and decide again.
+            self._prepare_runner_identity(namespace, spec, decision)
             return self._reconcile(namespace, name, live=True, decided_on=body)
         if not decision.actions and progress_only(status, decision.status):
             wait = self._last_write.get(key, -PROGRESS_WRITE_SECONDS) + PROGRESS_WRITE_SECONDS
@@ -294,6 +301,28 @@ class Reconciler:
                 self._settled[key] = str(written["metadata"].get("resourceVersion"))
         metrics.record(key, status, decision.status)
         return decision.requeue_after
+
+    def _prepare_runner_identity(
+        self, namespace: str, spec: MigrationSpec | Invalid, decision: Decision
+    ) -> None:
+        """A Job is likely: make sure of the runner's identity while the live reads run, not
+        after them. It is the same idempotent write `act` makes before any Job (and waits for
+        here, or finds done), harmless if the live decision creates nothing: a rollout that
+        releases a contract long after the last Job of its namespace no longer pays its two
+        round trips between the proof and the Job."""
+        if (
+            isinstance(spec, Invalid)
+            or not any(isinstance(a, CreateJob) for a in decision.actions)
+            or not manages_runner_identity(self.settings, spec)
+            or not self.fence()
+        ):
+            return
+        self._live_reads.submit(
+            self.api.ensure_runner_identity,
+            namespace,
+            self.settings.runner_service_account,
+            self.settings.runner_cluster_role,
+        )
 
     def _read_alongside(
         self, namespace: str, name: str, decided_on: dict[str, Any]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -120,6 +121,7 @@ class ClusterApi:
         self.kube = kube or KubeClient()
         #: When each namespace's runner identity was last made sure of (`ensure_runner_identity`).
         self._identity_ensured: dict[tuple[str, str, str], float] = {}
+        self._identity_locks: dict[tuple[str, str, str], threading.Lock] = {}
 
     # -- DataMigrations (get/list/patch datamigrations, patch datamigrations/status) ----------
     # The operator lists its namespace's migrations to find another owner of the workload.
@@ -287,9 +289,16 @@ class ClusterApi:
         """The runner's ServiceAccount and its binding to the ClusterRole that lets it report
         progress (patch datamigrations/status) in this namespace only."""
         key = (namespace, account, cluster_role)
-        ensured = self._identity_ensured.get(key)
-        if ensured is not None and time.monotonic() - ensured < RUNNER_IDENTITY_TTL:
-            return  # made sure of moments ago (many Jobs of one namespace start together)
+        # One check at a time per identity: the reconciles that a rollout releases together
+        # wait for the one in flight instead of each sending the same two creates.
+        with self._identity_locks.setdefault(key, threading.Lock()):
+            ensured = self._identity_ensured.get(key)
+            if ensured is not None and time.monotonic() - ensured < RUNNER_IDENTITY_TTL:
+                return  # made sure of moments ago (many Jobs of one namespace start together)
+            self._ensure_runner_identity(namespace, account, cluster_role)
+            self._identity_ensured[key] = time.monotonic()
+
+    def _ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None:
         labels = {"app.kubernetes.io/managed-by": COMPONENT}
         objects: list[tuple[str, JSON]] = [
             (
@@ -323,7 +332,6 @@ class ClusterApi:
             except KubeError as exc:
                 if not exc.conflict:
                     raise
-        self._identity_ensured[key] = time.monotonic()
 
     # -- Events (create events) ---------------------------------------------------------------
     def post_event(
