@@ -10,6 +10,7 @@ once, a Secret without the key creates no Job, and messages from pods are scrubb
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from datamigration.controller.reconciler import PROGRESS_WRITE_SECONDS, Reconcil
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.diff import merge_patch
 from datamigration.k8s.client import KubeError
+from datamigration.k8s.cluster import label_selector
 
 JSON = dict[str, Any]
 NS = "shop"
@@ -418,6 +420,51 @@ def test_the_live_reads_side_by_side_observe_what_one_after_another_observes() -
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         side_by_side = observe(api, body, checked, parallel=pool)
     assert side_by_side == one_by_one and len(one_by_one.jobs) == 1
+    # With the watch's selector of the workload as a hint, right or stale, the same again.
+    selector = label_selector(api.cluster.deployment()["spec"]["selector"])
+    for hint in (selector, "app=re-created-with-another"):
+        with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+            hinted = observe(
+                api, body, checked, parallel=pool, selector_hints=lambda ns, k, n, h=hint: h
+            )
+        assert hinted == one_by_one, hint
+
+
+class PodsFirstApi(FakeApi):
+    """The Deployment read answers only once the pods are being read (or a bound passes)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pods_asked = threading.Event()
+        self.deployment_waited = False
+
+    def list_pods(self, namespace: str, selector: str) -> list[JSON]:
+        if not selector.startswith("datamigration.dev/"):
+            self.pods_asked.set()
+        return super().list_pods(namespace, selector)
+
+    def get_deployment(self, namespace: str, name: str) -> JSON | None:
+        self.deployment_waited = self.pods_asked.wait(10.0)
+        return super().get_deployment(namespace, name)
+
+
+def test_with_the_watched_selector_a_workloads_pods_are_read_beside_the_workload() -> None:
+    """One round trip less between a rollout's proof and the contract Job: the pods (and the
+    ReplicaSets) are read by the selector the watch showed, at the same time as the workload."""
+    import concurrent.futures
+
+    from datamigration.controller.observe import observe
+    from datamigration.validation import validate
+
+    api = PodsFirstApi(spec())
+    checked = validate(api.migration["spec"])
+    selector = label_selector(api.cluster.deployment()["spec"]["selector"])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        seen = observe(
+            api, api.migration, checked, parallel=pool, selector_hints=lambda ns, k, n: selector
+        )
+    assert api.deployment_waited, "the pods were read only after the Deployment"
+    assert seen.workload is not None and seen.workload.pods
 
 
 def test_before_acting_the_peers_come_from_the_watch_and_the_rest_from_the_api() -> None:

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from datamigration.controller.live_writes import LiveWrites
 from datamigration.core.jobs import LABEL_MIGRATION_UID
 from datamigration.core.observed import Peer, peer_from
-from datamigration.k8s.cluster import selector_matches
+from datamigration.k8s.cluster import label_selector, selector_matches
 from datamigration.k8s.protocol import JSON, OperatorApi
 
 T = TypeVar("T")
@@ -354,6 +354,24 @@ class CachedApi(LiveWrites):
 
     def list_controller_revisions(self, namespace: str, selector: str) -> list[JSON]:
         return self.live.list_controller_revisions(namespace, selector)
+
+    def cached_selector(self, namespace: str, kind: str, name: str) -> str | None:
+        """The pod selector of a cached workload as the watch last showed it (None: not
+        cached): a hint for the live reads, which check it against the workload they read."""
+        index = {
+            "Deployment": "cache_deployments",
+            "StatefulSet": "cache_statefulsets",
+            "DaemonSet": "cache_daemonsets",
+        }.get(kind)
+        if index is None:
+            return None
+        try:
+            found = self.cache.read(lambda ix: _one(ix, index, (namespace, name)))
+        except NotCached:
+            return None
+        if found is None:
+            return None
+        return label_selector((found.get("spec") or {}).get("selector") or {}) or None
 
     def secret_key_names(self, namespace: str, name: str) -> tuple[str, ...] | None:
         """From the Secrets' watch: a missing Secret or key too (kopf completes that index

@@ -34,6 +34,8 @@ RETRY_ANNOTATION = "datamigration.dev/retry"
 
 
 PeerSource = Callable[[str, Sequence[tuple[str, str]]], Sequence[Peer]]
+#: (namespace, kind, name) -> the workload's pod selector as last seen, if known.
+SelectorHints = Callable[[str, str, str], str | None]
 
 
 def peer_source(reads: OperatorApi) -> PeerSource:
@@ -49,15 +51,19 @@ def observe(
     api: OperatorApi,
     body: dict[str, Any],
     spec: MigrationSpec | Invalid,
+    *,
     peers_of: PeerSource | None = None,
     parallel: Executor | None = None,
+    selector_hints: SelectorHints | None = None,
 ) -> Observed:
     """What `decide` needs, read from `api`; the namespace's other migrations from `peers_of`
     when given (the reconciler passes the watch cache's, see below). With `parallel`, the
     independent reads (the Jobs with their pods, the workloads, the Secret; a workload's
     ReplicaSets and its pods) run side by side, each in its own order: the reconciler passes it
     for the live reads before an action, which sit between a rollout's proof and its contract
-    Job."""
+    Job. `selector_hints` (kind, namespace and name to the workload's pod selector as the watch
+    last showed it) lets a workload's pods be read beside the workload itself
+    (`read_workload`'s `expected_selector`)."""
     meta = body["metadata"]
     namespace, generation = meta["namespace"], int(meta.get("generation", 0))
     annotations = meta.get("annotations") or {}
@@ -99,7 +105,17 @@ def observe(
     def read_workloads() -> tuple[Workload | None, ...]:
         return tuple(
             read_workload(
-                reader_for(api, w.kind), namespace, w.kind, w.name, w.selector, parallel=parallel
+                reader_for(api, w.kind),
+                namespace,
+                w.kind,
+                w.name,
+                w.selector,
+                parallel=parallel,
+                expected_selector=(
+                    selector_hints(namespace, w.kind, w.name)
+                    if selector_hints is not None and parallel is not None
+                    else None
+                ),
             )
             for w in checked.workloads
         )

@@ -49,7 +49,7 @@ from datamigration.controller.act import (
     manages_runner_identity,
 )
 from datamigration.controller.cache import CachedApi
-from datamigration.controller.observe import observe, peer_source
+from datamigration.controller.observe import SelectorHints, observe, peer_source
 from datamigration.controller.settings import OperatorSettings
 from datamigration.controller.shared_reads import SharedReads
 from datamigration.controller.wakeups import workload_interest
@@ -265,6 +265,7 @@ class Reconciler:
                 spec,
                 peers_of=peer_source(self.reads or self.api),
                 parallel=self._live_reads if live and self.reads is not None else None,
+                selector_hints=self._selector_hints(),
             )
         )
         decision = decide(spec, status, observed, self.now())
@@ -324,6 +325,10 @@ class Reconciler:
             self.settings.runner_cluster_role,
         )
 
+    def _selector_hints(self) -> SelectorHints | None:
+        """The watch caches' workload selectors, for the live reads (`observe`)."""
+        return self.reads.cached_selector if isinstance(self.reads, CachedApi) else None
+
     def _read_alongside(
         self, namespace: str, name: str, decided_on: dict[str, Any]
     ) -> tuple[dict[str, Any] | None, Observed | None]:
@@ -340,6 +345,7 @@ class Reconciler:
             self._validate(decided_on.get("spec")),
             peers_of=peer_source(self.reads or self.api),
             parallel=self._live_reads,
+            selector_hints=self._selector_hints(),
         )
         body = pending.result()
         if body is None or _observation_inputs(body) != _observation_inputs(decided_on):

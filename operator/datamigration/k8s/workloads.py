@@ -42,6 +42,7 @@ def read_workload(
     selector: str = "",
     *,
     parallel: Executor | None = None,
+    expected_selector: str | None = None,
 ) -> Workload | None:
     """The workload (None: it does not exist; `unreadable` set: the cluster does not serve its
     kind). For kind Pods, `selector` (query-string form) picks the pods.
@@ -49,9 +50,23 @@ def read_workload(
     The workload is read first; what it owns and its pods after it, both by its selector, side
     by side with `parallel`. Their order does not matter to the proof: a newer rollout that
     begins between the reads leaves pods of a ReplicaSet that is not the one matching the
-    template read, which the gate counts as old (never as proof)."""
+    template read, which the gate counts as old (never as proof).
+
+    `expected_selector` (the selector of the workload as last seen, from the watch cache) lets
+    the owned objects and the pods be read side by side with the workload itself, not after it:
+    the selector of these kinds cannot change, so when the workload read shows the same one,
+    the reads are the very ones that would have followed it; otherwise (the workload was
+    re-created with another) they are made again with the selector read. One round trip less
+    between a rollout's proof and the contract Job."""
     if kind == "Pods":
         return Workload({}, (), api.list_pods(namespace, selector), kind="Pods")
+    early = None
+    if parallel is not None and expected_selector and kind in IMMUTABLE_SELECTOR_KINDS:
+        early = (
+            expected_selector,
+            parallel.submit(_read_owned, api, namespace, kind, expected_selector),
+            parallel.submit(api.list_pods, namespace, expected_selector),
+        )
     if kind == "Deployment":
         obj = api.get_deployment(namespace, name)
     else:
@@ -72,17 +87,24 @@ def read_workload(
         # terminating after its Job was deleted.
         return Workload(obj, jobs, api.list_pods(namespace, "job-name"), kind="CronJob")
     pod_selector = label_selector(obj.get("spec", {}).get("selector", {}))
-
-    def read_owned() -> list[JSON]:
-        if kind in ("Deployment", "Rollout"):
-            return api.list_replicasets(namespace, pod_selector)
-        if kind == "DaemonSet":
-            return api.list_controller_revisions(namespace, pod_selector)
-        return []
-
+    if early is not None and early[0] == pod_selector:
+        return Workload(obj, early[1].result(), early[2].result(), kind=kind)
     if parallel is not None:
-        pending = parallel.submit(read_owned)
+        pending = parallel.submit(_read_owned, api, namespace, kind, pod_selector)
         pods = api.list_pods(namespace, pod_selector)
         return Workload(obj, pending.result(), pods, kind=kind)
-    owned = read_owned()
+    owned = _read_owned(api, namespace, kind, pod_selector)
     return Workload(obj, owned, api.list_pods(namespace, pod_selector), kind=kind)
+
+
+#: The kinds whose `spec.selector` the API server refuses to change (apps/v1).
+IMMUTABLE_SELECTOR_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+def _read_owned(api: WorkloadReader, namespace: str, kind: str, pod_selector: str) -> list[JSON]:
+    """What the workload owns that its gate looks at, by its selector."""
+    if kind in ("Deployment", "Rollout"):
+        return api.list_replicasets(namespace, pod_selector)
+    if kind == "DaemonSet":
+        return api.list_controller_revisions(namespace, pod_selector)
+    return []
