@@ -479,15 +479,18 @@ def _gone(pid: int) -> bool:
 SLEEPER = "import time, signal, sys\nprint('up', flush=True)\ntime.sleep(600)"
 
 
+def _run_script(api: Api, ns: str, name: str, script: str, **fields: Any) -> int:
+    """Run `script` as an executor pod that is never restarted (more pod spec `fields` may be
+    given); its process id once running."""
+    spec = {"restartPolicy": "Never", **fields, "containers": [container(["python", "-c", script])]}
+    run_pod(api, ns, name, spec, labels=EXECUTOR_LABELS)
+    return _running_pid(api, ns, name)
+
+
 def test_active_deadline_stops_the_process(api: Api, namespace: str) -> None:
-    spec = {
-        "restartPolicy": "Never",
-        "activeDeadlineSeconds": 2,
-        "terminationGracePeriodSeconds": 1,
-        "containers": [container(["python", "-c", SLEEPER])],
-    }
-    run_pod(api, namespace, "late", spec, labels=EXECUTOR_LABELS)
-    pid = _running_pid(api, namespace, "late")
+    pid = _run_script(
+        api, namespace, "late", SLEEPER, activeDeadlineSeconds=2, terminationGracePeriodSeconds=1
+    )
     until("pod Failed", lambda: pod_phase(api, namespace, "late") == "Failed", 30)
     pod = api.get(f"/api/v1/namespaces/{namespace}/pods/late")
     assert pod["status"]["reason"] == "DeadlineExceeded"
@@ -505,9 +508,7 @@ def test_deleting_a_pod_terminates_its_process_group(api: Api, namespace: str) -
         "print(child.pid, flush=True)\n"
         "time.sleep(600)\n"
     )
-    spec = {"restartPolicy": "Never", "containers": [container(["python", "-c", script])]}
-    run_pod(api, namespace, "victim", spec, labels=EXECUTOR_LABELS)
-    pid = _running_pid(api, namespace, "victim")
+    pid = _run_script(api, namespace, "victim", script)
     api.delete(f"/api/v1/namespaces/{namespace}/pods/victim", grace_seconds=3)
     until("the pod's process gone", lambda: _gone(pid), 20)
     until("the pod object gone", lambda: pod_phase(api, namespace, "victim") is None, 20)
@@ -531,9 +532,7 @@ def test_a_deleted_pod_stays_until_its_process_has_exited(
         "print('up', flush=True)\n"
         "time.sleep(600)\n"
     )
-    spec = {"restartPolicy": "Never", "containers": [container(["python", "-c", script])]}
-    run_pod(api, namespace, "careful", spec, labels=EXECUTOR_LABELS)
-    pid = _running_pid(api, namespace, "careful")
+    pid = _run_script(api, namespace, "careful", script)
     deleted = api.delete(f"/api/v1/namespaces/{namespace}/pods/careful", grace_seconds=20)
     assert deleted["metadata"]["deletionTimestamp"]
     until("the pod object gone", lambda: pod_phase(api, namespace, "careful") is None, 30)
@@ -551,9 +550,7 @@ def _in_group(pid: int, pgid: int) -> bool:
 def test_executor_restart_fails_pods_it_lost(api: Api, namespace: str, cluster: Cluster) -> None:
     from localcluster import cluster as lc
 
-    spec = {"restartPolicy": "Never", "containers": [container(["python", "-c", SLEEPER])]}
-    run_pod(api, namespace, "orphan", spec, labels=EXECUTOR_LABELS)
-    pid = _running_pid(api, namespace, "orphan")
+    pid = _run_script(api, namespace, "orphan", SLEEPER)
 
     lc.restart_executor(kill=True)  # SIGKILL: the executor cannot clean up after itself
     until("the lost pod Failed", lambda: pod_phase(api, namespace, "orphan") == "Failed", 30)

@@ -219,6 +219,12 @@ def _single_term(selector: str, key: str) -> str | None:
 #: The workload kinds whose object, ReplicaSets and pods the caches hold; the others (Argo
 #: Rollouts, CronJobs, a `Pods` selector) are read from the API server (`reader_for`).
 CACHED_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+#: The index that holds each cached kind's objects, by (namespace, name).
+WORKLOAD_INDEXES = {
+    "Deployment": "cache_deployments",
+    "StatefulSet": "cache_statefulsets",
+    "DaemonSet": "cache_daemonsets",
+}
 
 
 def listed_peers(api: OperatorApi, namespace: str, workloads: Iterable[WorkloadRef]) -> list[Peer]:
@@ -343,7 +349,7 @@ class CachedApi(LiveWrites):
             return self.live.list_replicasets(namespace, selector)
 
     def get_workload(self, namespace: str, kind: str, name: str) -> JSON | None:
-        index = {"StatefulSet": "cache_statefulsets", "DaemonSet": "cache_daemonsets"}.get(kind)
+        index = WORKLOAD_INDEXES.get(kind) if kind != "Deployment" else None  # get_deployment
         try:
             if index is None:
                 raise NotCached(f"{kind} has no watch")
@@ -358,11 +364,7 @@ class CachedApi(LiveWrites):
     def cached_selector(self, namespace: str, kind: str, name: str) -> str | None:
         """The pod selector of a cached workload as the watch last showed it (None: not
         cached): a hint for the live reads, which check it against the workload they read."""
-        index = {
-            "Deployment": "cache_deployments",
-            "StatefulSet": "cache_statefulsets",
-            "DaemonSet": "cache_daemonsets",
-        }.get(kind)
+        index = WORKLOAD_INDEXES.get(kind)
         if index is None:
             return None
         try:

@@ -68,16 +68,16 @@ def observe(
     namespace, generation = meta["namespace"], int(meta.get("generation", 0))
     annotations = meta.get("annotations") or {}
 
-    def read_jobs() -> tuple[list[JobObservation], dict[str, Sequence[Mapping[str, Any]]]]:
+    def read_jobs() -> tuple[list[JobObservation], dict[str, list[Mapping[str, Any]]]]:
         selector = f"{LABEL_MIGRATION_UID}={meta['uid']}"
         listed = None if parallel is None else parallel.submit(api.list_pods, namespace, selector)
         found = api.list_jobs(namespace, selector)
         # Every pod of the migration's Jobs, by Job: a deleted Job's pods included, since
         # they may still run (and commit) until they are gone.
-        job_pods: dict[str, Sequence[Mapping[str, Any]]] = {}
+        job_pods: dict[str, list[Mapping[str, Any]]] = {}
         for pod in api.list_pods(namespace, selector) if listed is None else listed.result():
             owner = str((pod["metadata"].get("labels") or {}).get("job-name", ""))
-            job_pods[owner] = [*job_pods.get(owner, ()), pod]
+            job_pods.setdefault(owner, []).append(pod)
         jobs = []
         for job in found:
             name = job["metadata"]["name"]
