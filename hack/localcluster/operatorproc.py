@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from localcluster.processes import free_port
-from localcluster.waiting import wait_for
+from localcluster.waiting import WaitError, wait_for
 
 EXECUTOR_LABEL = "datamigration.dev/executor=local"
 _SERIAL = itertools.count()
@@ -61,6 +61,23 @@ class OperatorProcess:
         return self.process.pid
 
     def start(self, *, timeout: float = 60.0) -> OperatorProcess:
+        """Start the process and wait until its liveness endpoint answers.
+
+        A port probed free can still be taken before the operator binds it; a start that fails
+        with "Address already in use" is retried on other ports (twice), any other failure is
+        raised with the end of the log.
+        """
+        for attempt in range(3):
+            log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                return self._start_once(timeout)
+            except WaitError:
+                port_taken = "address already in use" in self._log_since(log_offset).lower()
+                if attempt == 2 or self.running or not port_taken:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> OperatorProcess:
         port = free_port()
         self.metrics_port = free_port()
         namespaces = self.extra_env.get("DATAMIGRATION_NAMESPACES", "")
@@ -77,6 +94,7 @@ class OperatorProcess:
             "POD_NAME": self.pod_name,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -94,14 +112,28 @@ class OperatorProcess:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
                 return bool(r.status == 200)
 
+        def diagnostics() -> str:
+            exit_code = self.process.poll() if self.process else None
+            ended = f"exit code {exit_code}; " if exit_code is not None else ""
+            tail = "\n".join(self._log_since(log_offset).splitlines()[-30:])
+            return f"{ended}see {self.log_path}; its last lines:\n{tail}"
+
         wait_for(
             "the operator's liveness endpoint",
             healthy,
             timeout=timeout,
-            still_possible=lambda: self.process is not None and self.process.poll() is None,
-            diagnostics=lambda: f"see {self.log_path}",
+            still_possible=lambda: self.running,
+            diagnostics=diagnostics,
         )
         return self
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode("utf-8", errors="replace")
+        except OSError:
+            return ""
 
     @property
     def running(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -219,8 +220,40 @@ def wait_reaped(records: Iterable[ProcessRecord], timeout: float = 10.0) -> list
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+    """A TCP port free on 127.0.0.1 right now, below the kernel's ephemeral range.
+
+    A port the OS picks for `bind(0)` comes from the ephemeral range, the same range every
+    outgoing connection takes its local port from: in the second or two before a server started
+    on it binds, one of the suite's many client connections can take it (the operator then exits
+    with "Address already in use"). Ports below that range are never given to outgoing
+    connections, so only another listener can race us, and a random pick makes that rare.
+    """
+    low = _ephemeral_low()
+    candidates = list(range(max(1024, low - 12000), low))
+    random.shuffle(candidates)
+    for port in candidates[:200]:
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
         return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:  # all taken: let the OS pick
+        probe.bind(("127.0.0.1", 0))
+        chosen: int = probe.getsockname()[1]
+        return chosen
+
+
+# Ports free_port gave to this process: two servers started back to back get two different ones.
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="ascii")
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768

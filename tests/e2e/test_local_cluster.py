@@ -627,3 +627,39 @@ def test_second_cluster_up_repair_and_down_leave_nothing(cluster: Cluster, tmp_p
     assert not list((state_dir / "pids").glob("*.pid"))
     # The first cluster is untouched.
     assert Api(cluster.kubeconfig).get("/version")["gitVersion"]
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_and_differ() -> None:
+    """A port from the ephemeral range can be taken by any outgoing connection before the
+    server we start binds it (an operator in CI exited with "address already in use")."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [processes.free_port() for _ in range(20)]
+    assert all(1024 <= port < low for port in ports)
+    assert len(set(ports)) == len(ports)
+
+
+def test_an_operator_whose_port_was_taken_starts_on_another(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from localcluster import operatorproc
+
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    handed = iter([taken.getsockname()[1]])
+    monkeypatch.setattr(
+        operatorproc, "free_port", lambda: next(handed, None) or processes.free_port()
+    )
+    log = tmp_path / "operator.log"
+    operator = operatorproc.OperatorProcess(
+        Path(cluster.kubeconfig), log, env={"DATAMIGRATION_NAMESPACES": "lc-port-taken"}
+    )
+    try:
+        operator.start()
+        assert operator.running
+        assert "address already in use" in log.read_text().lower()  # the first try's exit
+    finally:
+        operator.stop()
+        taken.close()
