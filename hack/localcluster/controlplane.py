@@ -14,7 +14,6 @@ parallel clusters (CI jobs, a test's second cluster) never collide.
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import sys
 import urllib.request
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from localcluster import names, paths
 from localcluster.pki import FRONT_PROXY_CLIENT, Pki
+from localcluster.processes import free_port
 
 
 @dataclass(frozen=True)
@@ -36,17 +36,8 @@ class Ports:
 
     @classmethod
     def allocate(cls) -> Ports:
-        """Distinct free ports on 127.0.0.1 (held together while picking, so never the same)."""
-        sockets = []
-        try:
-            for _ in range(6):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sock.bind((names.HOST, 0))
-                sockets.append(sock)
-            return cls(*(s.getsockname()[1] for s in sockets))
-        finally:
-            for sock in sockets:
-                sock.close()
+        """Distinct free ports on 127.0.0.1, below the ephemeral range (`processes.free_port`)."""
+        return cls(*(free_port() for _ in range(6)))
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
