@@ -7,7 +7,7 @@ from typing import Any
 
 from kopf._cogs.aiokits import aiotoggles
 
-from datamigration.controller import kopf_scale
+from datamigration.controller import cache, kopf_scale
 
 Level = kopf_scale.level_toggle_set(aiotoggles.ToggleSet)
 
@@ -125,3 +125,64 @@ def test_no_handler_needs_the_diff_base_the_operator_does_not_keep() -> None:
     body = kopf.Body({"metadata": {"name": "m"}, "spec": {"a": 1}})
     assert kopf_scale.NoDiffBase().build(body=body) == {}
     assert kopf_scale.NoDiffBase().fetch(body=body) is None
+
+
+def _answers(monkeypatch: Any) -> tuple[Any, Any]:
+    """kopf's client with its get and stream answering fixed objects, then made lean."""
+    from kopf._cogs.clients import api
+
+    def migration() -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": "m",
+                "managedFields": [{"manager": "kubectl"}],
+                "annotations": {cache.LAST_APPLIED: "{...}", "datamigration.dev/approve": "x"},
+            },
+            "spec": {"steps": []},
+        }
+
+    async def get(url: str, **_: Any) -> Any:
+        return {"kind": "List", "items": [migration(), migration()]}
+
+    async def stream(url: str, **_: Any) -> Any:
+        yield {"type": "MODIFIED", "object": migration()}
+
+    monkeypatch.setattr(api, "get", get)
+    monkeypatch.setattr(api, "stream", stream)
+    assert kopf_scale.lean_bodies()
+    assert kopf_scale.lean_bodies() and api.get._lean  # idempotent: wrapped once
+    return api.get, api.stream
+
+
+def test_kopfs_lists_and_watch_events_arrive_without_the_metadata_nobody_reads(
+    monkeypatch: Any,
+) -> None:
+    get, stream = _answers(monkeypatch)
+
+    async def received() -> list[dict[str, Any]]:
+        listed = await get("/apis/x", settings=None, logger=None)
+        watched = [event["object"] async for event in stream("/apis/x")]
+        return [*listed["items"], *watched]
+
+    bodies = asyncio.run(received())
+    assert len(bodies) == 3
+    for body in bodies:
+        assert "managedFields" not in body["metadata"]
+        assert body["metadata"]["annotations"] == {"datamigration.dev/approve": "x"}
+        assert body["spec"] == {"steps": []}
+
+
+def test_kopf_reads_neither_field_lean_bodies_drops() -> None:
+    """The guarantee `lean_bodies` rests on, checked against the installed kopf: it never names
+    managedFields, and names kubectl's copy only where it builds a diff-base (not kept here)."""
+    from pathlib import Path
+
+    import kopf
+
+    naming = {
+        str(path.relative_to(Path(kopf.__file__).parent))
+        for path in Path(kopf.__file__).parent.rglob("*.py")
+        for text in [path.read_text(encoding="utf-8")]
+        if "managedFields" in text or "last-applied-configuration" in text
+    }
+    assert naming == {"_cogs/configs/diffbase.py"}

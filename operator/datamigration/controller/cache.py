@@ -71,12 +71,25 @@ class NotCached(Exception):
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
-def _meta(body: Mapping[str, Any]) -> JSON:
-    meta = dict(body.get("metadata") or {})
+def drop_unread_metadata(body: dict[str, Any]) -> None:
+    """Remove, in place, what nothing in this operator (or kopf) reads and the API server sends
+    with every object: `managedFields` (about half of a DataMigration's JSON) and kubectl's
+    last-applied copy (as large as the spec it copies)."""
+    meta = body.get("metadata")
+    if not isinstance(meta, dict):
+        return
     meta.pop("managedFields", None)
     annotations = meta.get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(LAST_APPLIED, None)
+
+
+def _meta(body: Mapping[str, Any]) -> JSON:
+    meta = dict(body.get("metadata") or {})
+    annotations = meta.get("annotations")
     if annotations and LAST_APPLIED in annotations:
-        meta["annotations"] = {k: v for k, v in annotations.items() if k != LAST_APPLIED}
+        meta["annotations"] = dict(annotations)
+    drop_unread_metadata({"metadata": meta})
     return meta
 
 

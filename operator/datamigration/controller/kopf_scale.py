@@ -1,4 +1,4 @@
-"""kopf's two costs that grow with every watched object, cut to what this operator uses.
+"""kopf's three costs that grow with every watched object, cut to what this operator uses.
 
 1. The start-up wait for the indexes, made linear in the number of objects.
 
@@ -26,16 +26,35 @@ Why: kopf deep-copies every event's body to compare it with the last handled one
 on.create/update/resume handlers. This operator has none (only indexes and on.event handlers,
 which get no diff), so the copy was pure cost on every event of every watched kind. With no
 such handler, kopf never reads the diff; a test asserts that the registry has none.
+
+3. Bodies without the metadata nobody reads (`lean_bodies`).
+
+Why: the API server sends every object with `metadata.managedFields` (server-side apply's field
+ownership: 2.5 of a DataMigration's 5.3 KB of JSON, a third of a pod's) and, for what
+`kubectl apply` wrote, a last-applied copy of the whole manifest. kopf decodes each object and
+holds its first event until every index is filled, so at start-up every watched object's body
+is in memory at once, and the heap the operator then keeps is sized by that moment:
+bench/scale.py's peak resident memory with 1,000 migrations went from 134 to 120 MB without them.
+
+What it guarantees: each list and watch answer kopf receives loses those two fields as it is
+decoded, and nothing else. This operator never reads them from a watched body, nor does kopf
+(it names kubectl's copy only to build a diff-base, which 2. does not keep) (`cache.drop_unread_metadata` is the one definition; the caches drop
+them too); kopf's own writes are merge patches of its annotations and finalizers, which never
+send the fields back. If kopf's client module is not the shape this was written for, nothing
+is replaced and the reason is logged: memory is then higher, never wrong.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import kopf
+
+from datamigration.controller.cache import drop_unread_metadata
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +121,48 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         return None
+
+
+def _lean(answer: Any) -> Any:
+    """A list answer's items, a watch event's object, or a single object, without what nothing
+    reads (in place)."""
+    if isinstance(answer, dict):
+        items = answer.get("items")
+        if isinstance(items, list):
+            for item in items:
+                if isinstance(item, dict):
+                    drop_unread_metadata(item)
+        inner = answer.get("object")
+        if isinstance(inner, dict):
+            drop_unread_metadata(inner)
+        drop_unread_metadata(answer)
+    return answer
+
+
+def lean_bodies() -> bool:
+    """Wrap kopf's GET and watch-stream calls so that what they decode loses the metadata
+    nobody reads; whether it was done (idempotent)."""
+    try:
+        from kopf._cogs.clients import api
+    except ImportError as exc:  # pragma: no cover - only with another kopf layout
+        log.warning("kopf bodies kept whole (no kopf client module: %s)", exc)
+        return False
+    get, stream = getattr(api, "get", None), getattr(api, "stream", None)
+    if getattr(get, "_lean", False):
+        return True
+    if not inspect.iscoroutinefunction(get) or not inspect.isasyncgenfunction(stream):
+        log.warning("kopf bodies kept whole (its client's get and stream are not as expected)")
+        return False
+    assert get is not None and stream is not None
+
+    async def lean_get(*args: Any, **kwargs: Any) -> Any:
+        return _lean(await get(*args, **kwargs))
+
+    async def lean_stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async for event in stream(*args, **kwargs):
+            yield _lean(event)
+
+    lean_get._lean = lean_stream._lean = True  # type: ignore[attr-defined]
+    api.get = lean_get
+    api.stream = lean_stream
+    return True

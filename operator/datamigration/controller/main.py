@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         # thousands of lines a minute with many migrations, and no news. Failures still show.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     kopf_scale.install()  # before kopf creates its toggle sets
+    kopf_scale.lean_bodies()
     gcpolicy.after_imports()
     kopf.run(
         standalone=True,
