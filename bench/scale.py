@@ -478,7 +478,12 @@ def main() -> int:
             still_possible=lambda: op1.running,
         )
         startup_s = max(first_reconcile[k] for k in stage1) - started
-        print(f"start-up: every migration reconciled {startup_s:.1f} s after the operator started")
+        startup_requests = api_requests(op1)
+        print(
+            f"start-up: every migration reconciled {startup_s:.1f} s after the operator started; "
+            f"its API requests by then, by verb: {dict(startup_requests)} (list and watch "
+            "requests of the watches are kopf's, not counted)"
+        )
 
         waiting = {(ns, m) for ns, m in stage1 if int(m[2:]) % 2 == 1}
 
@@ -508,6 +513,7 @@ def main() -> int:
         )
         results.update(
             startup_s=round(startup_s, 1),
+            startup_requests_by_verb=dict(startup_requests),
             api_requests_per_min_idle=round(idle_per_min, 1),
             idle_requests_by_verb=idle,
             idle_apiserver_requests_per_min=round((server_after - server_before) / idle_minutes),

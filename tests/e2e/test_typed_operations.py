@@ -302,7 +302,11 @@ def test_abort_after_backfill_leaves_the_schema_exactly_as_before(
     rollback = status["phases"]["rollback"]
     assert rollback["state"] == "Succeeded" and rollback["undone"] == ["undo-rename-users-email"]
     assert "rolled back" in status["message"]
-    assert any("RolledBack" in e for e in kube.events(namespace, name))
+    eventually(
+        lambda: any("RolledBack" in e for e in kube.events(namespace, name)),
+        timeout=30,
+        what="the RolledBack Event",
+    )
     assert not any(
         j["metadata"]["labels"]["datamigration.dev/phase"] == "contract"
         for j in kube.jobs(namespace)

@@ -14,7 +14,9 @@ Order matters for crash safety and for concurrent operators:
 3. Events go out only after that write succeeded, so only the process whose write recorded the
    transition emits them, in the order of the transitions. Their names are derived from the
    migration's uid, the resourceVersion the decision was based on and the Event's reason, so a
-   repeated create (a retry after a crash) is a 409 and a no-op: once per transition.
+   repeated create (a retry after a crash) is a 409 and a no-op: once per transition. The
+   operator hands them to `events.EventPoster` (`events=`), which posts them in that order
+   beside the reconciles instead of inside them.
 4. Every write passes the leader fence first (`fence`, from `k8s.leader.LeaderElector.fence_ok`):
    immediately before each API write this process must hold the Lease with a renew younger than
    the renew deadline, or `NotLeader` stops the reconcile with nothing more written. A standby,
@@ -29,6 +31,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from datamigration.controller.events import EventSink
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.decide import CreateJob, Decision, DeleteJob, EmitEvent, SetWorkloadImage
 from datamigration.core.diff import merge_patch
@@ -90,8 +93,10 @@ def act(
     decision: Decision,
     *,
     fence: Fence = _always,
+    events: EventSink | None = None,
 ) -> dict[str, Any] | None:
-    """Returns the migration as the status write left it (None: nothing was written)."""
+    """Returns the migration as the status write left it (None: nothing was written).
+    `events`: where the Events go (default: posted by `api`, in this call)."""
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     owner = Owner(namespace=namespace, name=name, uid=meta["uid"])
@@ -140,11 +145,12 @@ def act(
             raise StatusConflict(f"{namespace}/{name} changed since it was read") from None
         raise
 
-    events = [a for a in decision.actions if isinstance(a, EmitEvent)]
-    for index, event in enumerate(events):
+    sink = events or api
+    emitted = [a for a in decision.actions if isinstance(a, EmitEvent)]
+    for index, event in enumerate(emitted):
         _check(fence, "post an Event")
         try:
-            api.post_event(
+            sink.post_event(
                 body, event.type, event.reason, scrub(event.message), event_name(meta, index, event)
             )
         except KubeError as exc:  # an Event is a courtesy; the status already says it all

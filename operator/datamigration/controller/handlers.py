@@ -38,6 +38,7 @@ import kopf
 from datamigration.controller import cache as caches
 from datamigration.controller import kopf_scale, leadership
 from datamigration.controller.cache import CachedApi, WatchCache
+from datamigration.controller.events import EventPoster
 from datamigration.controller.reconciler import Reconciler
 from datamigration.controller.settings import OperatorSettings
 from datamigration.controller.wakeups import concerned, workload_interest
@@ -48,6 +49,8 @@ from datamigration.k8s.client import KubeClient, load_api_client
 from datamigration.k8s.cluster import ClusterApi, secret_keys
 
 GROUP, VERSION, PLURAL = "datamigration.dev", "v1alpha1", "datamigrations"
+#: How long a clean shutdown waits for the queued Events (well inside the pod's grace period).
+EVENT_DRAIN_SECONDS = 5.0
 
 
 @kopf.on.startup()
@@ -57,6 +60,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.enabled = False
     settings.watching.server_timeout = 270
     settings.watching.client_timeout = 300
+    # Lists in pages: the first listing of 1,000 migrations is not decoded in one piece.
+    settings.watching.chunk_size = 200
     settings.persistence.finalizer = "datamigration.dev/kopf-finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf_scale.NoDiffBase()  # no on.create/update
@@ -75,9 +80,13 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     api = ClusterApi(KubeClient(load_api_client(connections=5 * operator_settings.workers)))
     cache = WatchCache()
     memo["cache"] = cache
-    memo["reconciler"] = Reconciler(
-        api=api, settings=operator_settings, reads=CachedApi(api, cache)
-    )
+    reconciler = Reconciler(api=api, settings=operator_settings, reads=CachedApi(api, cache))
+
+    def leads() -> bool:  # late-bound: the leader election set up below replaces the fence
+        return reconciler.fence()
+
+    reconciler.events = EventPoster(api, leads)
+    memo["reconciler"] = reconciler
     # Leader election: until this process leads, the reconciler's fence keeps it from acting.
     health = memo.get("health")
     memo["elector"] = leadership.start(
@@ -94,7 +103,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 
 @kopf.on.cleanup()
 async def release_lease(memo: kopf.Memo, **_: Any) -> None:
-    """A clean shutdown (SIGTERM, an upgrade) hands the Lease over at once."""
+    """A clean shutdown (SIGTERM, an upgrade) posts the Events still queued, then hands the
+    Lease over at once."""
+    reconciler = memo.get("reconciler")
+    events = getattr(reconciler, "events", None)
+    if isinstance(events, EventPoster) and not await asyncio.to_thread(
+        events.drain, EVENT_DRAIN_SECONDS
+    ):
+        logging.getLogger(__name__).warning(
+            "shutting down with %d Event(s) not posted", events.pending
+        )
     elector = memo.get("elector")
     if elector is not None:
         await asyncio.to_thread(elector.release)

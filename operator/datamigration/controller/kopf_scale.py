@@ -37,11 +37,12 @@ is in memory at once, and the heap the operator then keeps is sized by that mome
 bench/scale.py's peak resident memory with 1,000 migrations went from 134 to 120 MB without them.
 
 What it guarantees: each list and watch answer kopf receives loses those two fields as it is
-decoded, and nothing else. This operator never reads them from a watched body, nor does kopf
-(it names kubectl's copy only to build a diff-base, which 2. does not keep) (`cache.drop_unread_metadata` is the one definition; the caches drop
-them too); kopf's own writes are merge patches of its annotations and finalizers, which never
-send the fields back. If kopf's client module is not the shape this was written for, nothing
-is replaced and the reason is logged: memory is then higher, never wrong.
+decoded, and nothing else (`cache.drop_unread_metadata` is the one definition; the caches drop
+them too). This operator never reads them from a watched body; kopf names kubectl's copy only
+to build a diff-base, which 2. does not keep, and its own writes are merge patches of its
+annotations and finalizers, which never send the fields back. If kopf's client module is not
+the shape this was written for, nothing is replaced and the reason is logged: memory is then
+higher, never wrong.
 """
 
 from __future__ import annotations

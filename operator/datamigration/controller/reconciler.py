@@ -49,6 +49,7 @@ from datamigration.controller.act import (
     manages_runner_identity,
 )
 from datamigration.controller.cache import CachedApi
+from datamigration.controller.events import EventSink
 from datamigration.controller.observe import SelectorHints, observe, peer_source
 from datamigration.controller.settings import OperatorSettings
 from datamigration.controller.shared_reads import SharedReads
@@ -90,6 +91,9 @@ class Reconciler:
     fence: Fence = lambda: True
     #: Where a reconcile reads first (the watch caches); None: the API server, always.
     reads: OperatorApi | None = None
+    #: Where its Events go (the operator's `events.EventPoster`); None: posted by `api` inside
+    #: the reconcile.
+    events: EventSink | None = None
     #: Per migration, the resourceVersion of our last status write after which nothing more
     #: was to be done: its watch event needs no reconcile.
     _settled: dict[Key, str] = field(default_factory=dict)
@@ -359,7 +363,9 @@ class Reconciler:
         spec: MigrationSpec | None,
         decision: Decision,
     ) -> dict[str, Any] | None:
-        written = act(self.api, self.settings, body, spec, decision, fence=self.fence)
+        written = act(
+            self.api, self.settings, body, spec, decision, fence=self.fence, events=self.events
+        )
         if written is not None:
             self._last_write[key] = time.monotonic()
             if self.reads is not None:
