@@ -39,7 +39,7 @@ from datamigration.controller import cache as caches
 from datamigration.controller import kopf_scale, leadership
 from datamigration.controller.cache import CachedApi, WatchCache
 from datamigration.controller.events import EventPoster
-from datamigration.controller.reconciler import Reconciler
+from datamigration.controller.reconciler import Reconciler, live_read_threads
 from datamigration.controller.settings import OperatorSettings
 from datamigration.controller.wakeups import concerned, workload_interest
 from datamigration.core.jobs import LABEL_MIGRATION, LABEL_MIGRATION_UID
@@ -75,9 +75,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             max_workers=operator_settings.workers, thread_name_prefix="reconcile"
         )
     )
-    # Each reconcile's live reads run up to five at once (the migration, its Jobs, a workload's
-    # ReplicaSets and pods, the Secret: Reconciler._read_alongside).
-    api = ClusterApi(KubeClient(load_api_client(connections=5 * operator_settings.workers)))
+    # One connection for each thread that may call the API server: the reconciles and their
+    # live reads (Reconciler._live_reads).
+    threads = operator_settings.workers + live_read_threads(operator_settings.workers)
+    api = ClusterApi(KubeClient(load_api_client(connections=threads)))
     cache = WatchCache()
     memo["cache"] = cache
     reconciler = Reconciler(api=api, settings=operator_settings, reads=CachedApi(api, cache))

@@ -83,6 +83,11 @@ CONFLICT_RETRY_SECONDS = 0.5
 PROGRESS_WRITE_SECONDS = 2.0
 
 
+def live_read_threads(workers: int) -> int:
+    """More than `workers` (see `Reconciler._live_reads`)."""
+    return workers + max(1, workers // 2)
+
+
 @dataclass
 class Reconciler:
     api: OperatorApi
@@ -107,9 +112,12 @@ class Reconciler:
     _last_write: dict[Key, float] = field(default_factory=dict)
     #: Threads for the independent reads of one live observation (`observe(parallel=)`: the
     #: workloads, a workload's ReplicaSets beside its pods, the Secret) and the migration's own
-    #: read beside them (`_read_alongside`): four per reconcile that may run at once (threads
-    #: start on first use). Only the workloads' task waits on another (its ReplicaSets), and
-    #: there is at most one per reconcile, so the pool never fills with tasks that wait.
+    #: read beside them (`_read_alongside`); threads start on first use and stay. Only the
+    #: workloads' task waits on another (its ReplicaSets), at most one per reconcile, so with
+    #: more threads than reconciles the pool never fills with tasks that wait. Half as many
+    #: again, not four per reconcile: the API server on the other end answers no faster for
+    #: more at once, and a thread stays for the life of the process (bench/scale.py stage 2,
+    #: after twenty probes' rollouts: 85 threads in the process, 134 with four per reconcile).
     _live_reads: concurrent.futures.ThreadPoolExecutor = field(init=False)
     #: The live reads of an observation, shared by reconciles that need the same object at
     #: once (every migration on one Deployment, proven by one rollout): controller/shared_reads.
@@ -118,7 +126,7 @@ class Reconciler:
     def __post_init__(self) -> None:
         self._shared = SharedReads(self.api)
         self._live_reads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=4 * self.settings.workers, thread_name_prefix="live-read"
+            max_workers=live_read_threads(self.settings.workers), thread_name_prefix="live-read"
         )
 
     def enqueue(self, namespace: str | None, name: str) -> None:
