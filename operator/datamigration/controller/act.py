@@ -31,7 +31,6 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from datamigration.controller.events import EventSink
 from datamigration.controller.settings import OperatorSettings
 from datamigration.core.decide import CreateJob, Decision, DeleteJob, EmitEvent, SetWorkloadImage
 from datamigration.core.diff import merge_patch
@@ -39,7 +38,7 @@ from datamigration.core.jobs import Owner, build_job
 from datamigration.core.redact import scrub
 from datamigration.core.spec import MigrationSpec
 from datamigration.k8s.client import KubeError
-from datamigration.k8s.protocol import OperatorApi
+from datamigration.k8s.protocol import EventSink, OperatorApi
 
 log = logging.getLogger(__name__)
 

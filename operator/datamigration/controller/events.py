@@ -26,25 +26,12 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from datamigration.k8s.client import KubeError
-from datamigration.k8s.protocol import OperatorApi
+from datamigration.k8s.protocol import EventSink
 
 log = logging.getLogger(__name__)
-
-
-class EventSink(Protocol):
-    """Where `act` sends a migration's Events: an `OperatorApi`, or an `EventPoster`."""
-
-    def post_event(
-        self,
-        involved: Mapping[str, Any],
-        type_: str,
-        reason: str,
-        message: str,
-        name: str | None = None,
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -59,7 +46,7 @@ class _Event:
 class EventPoster:
     """`post_event` that queues; a daemon thread (started on first use) posts to `live`."""
 
-    def __init__(self, live: OperatorApi, fence: Callable[[], bool]) -> None:
+    def __init__(self, live: EventSink, fence: Callable[[], bool]) -> None:
         self.live = live
         self.fence = fence
         self._queue: deque[_Event] = deque()

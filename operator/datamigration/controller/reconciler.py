@@ -49,7 +49,6 @@ from datamigration.controller.act import (
     manages_runner_identity,
 )
 from datamigration.controller.cache import CachedApi
-from datamigration.controller.events import EventSink
 from datamigration.controller.observe import SelectorHints, observe, peer_source
 from datamigration.controller.settings import OperatorSettings
 from datamigration.controller.shared_reads import SharedReads
@@ -67,7 +66,7 @@ from datamigration.core.decide import (
 from datamigration.core.diff import merge_patch
 from datamigration.core.spec import MigrationSpec
 from datamigration.core.status import progress_only
-from datamigration.k8s.protocol import OperatorApi
+from datamigration.k8s.protocol import EventSink, OperatorApi
 from datamigration.validation import validate
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,21 @@ from typing import Any, Protocol
 JSON = dict[str, Any]
 
 
-class OperatorApi(Protocol):
+class EventSink(Protocol):
+    """Where a migration's Events go: the API server (`OperatorApi`), or the operator's queue
+    in front of it (`controller.events.EventPoster`)."""
+
+    def post_event(
+        self,
+        involved: Mapping[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        name: str | None = None,
+    ) -> None: ...
+
+
+class OperatorApi(EventSink, Protocol):
     """Every call the operator makes; `ClusterApi` implements it against the API server."""
 
     def get_migration(self, namespace: str, name: str) -> JSON | None: ...
@@ -49,12 +63,3 @@ class OperatorApi(Protocol):
     def secret_key_names(self, namespace: str, name: str) -> tuple[str, ...] | None: ...
 
     def ensure_runner_identity(self, namespace: str, account: str, cluster_role: str) -> None: ...
-
-    def post_event(
-        self,
-        involved: Mapping[str, Any],
-        type_: str,
-        reason: str,
-        message: str,
-        name: str | None = None,
-    ) -> None: ...
