@@ -70,14 +70,15 @@ class OperatorProcess:
         for attempt in range(3):
             log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             try:
-                return self._start_once(timeout)
+                return self._start_once(timeout, log_offset)
             except WaitError:
                 port_taken = "address already in use" in self._log_since(log_offset).lower()
                 if attempt == 2 or self.running or not port_taken:
                     raise
         raise AssertionError("unreachable")
 
-    def _start_once(self, timeout: float) -> OperatorProcess:
+    def _start_once(self, timeout: float, log_offset: int) -> OperatorProcess:
+        """One start; `log_offset`: where this start's lines begin in the (appended) log."""
         port = free_port()
         self.metrics_port = free_port()
         namespaces = self.extra_env.get("DATAMIGRATION_NAMESPACES", "")
@@ -94,7 +95,6 @@ class OperatorProcess:
             "POD_NAME": self.pod_name,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [
