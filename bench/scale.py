@@ -784,6 +784,11 @@ def fanout_stage(
         f"(so {'during' if during else 'AFTER'} it); contract Jobs "
         f"p50 {statistics.median(reactions):.0f} ms, max {max(reactions):.0f} ms after the proof"
     )
+    if os.environ.get("BENCH_VERBOSE"):  # to read beside the operator's log (its clock)
+        offset = time.time() - time.monotonic()
+        print(f"  proof at {_clock(proven['at'] + offset)}; contract Jobs seen at:")
+        for n in sorted(probe_names, key=contract_job.__getitem__):
+            print(f"    {n} {_clock(contract_job[n] + offset)}")
     return {
         "fanout_api_requests": count,
         "fanout_requests_by_verb": caused,
@@ -794,6 +799,11 @@ def fanout_stage(
         "reaction_samples": len(reactions),
         "proven_during_fanout": during,
     }
+
+
+def _clock(wall: float) -> str:
+    """A wall-clock time as the operator's log prints it (local time, milliseconds)."""
+    return time.strftime("%H:%M:%S", time.localtime(wall)) + f",{int(wall % 1 * 1000):03d}"
 
 
 def final_stage(

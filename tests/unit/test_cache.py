@@ -116,9 +116,9 @@ def indexes() -> dict[str, Any]:
     }
     other = {"metadata": {"name": "db-1", "uid": "p2", "labels": {"app": "db"}}}
     found: dict[str, Any] = {name: {} for name in INDEXES}
-    found["cache_app_pods"] = {"shop": [pod, other]}
-    found["cache_revision_pods"] = {"shop": [pod]}  # one pod in two indexes: listed once
-    found["cache_deployments"] = {("shop", "web"): [{"metadata": {"name": "web"}}]}
+    found["cache_app_pods"] = {"shop": [Packed.of(pod), Packed.of(other)]}
+    found["cache_revision_pods"] = {"shop": [Packed.of(pod)]}  # in two indexes: listed once
+    found["cache_deployments"] = {("shop", "web"): [Packed.of({"metadata": {"name": "web"}})]}
     found["cache_secrets"] = {("shop", "db"): [("url",)]}
     found["cache_migrations"] = {
         ("shop", "m"): [Packed.of({"metadata": {"name": "m", "namespace": "shop"}})],
@@ -129,7 +129,7 @@ def indexes() -> dict[str, Any]:
         ("shop", "Deployment", "web"): [peer],
         ("shop", "StatefulSet", "db"): [peer],
     }
-    found["cache_jobs"] = {("shop", "uid-1"): [{"metadata": {"name": "m-expand-1"}}]}
+    found["cache_jobs"] = {("shop", "uid-1"): [Packed.of({"metadata": {"name": "m-expand-1"}})]}
     return found
 
 
@@ -240,3 +240,62 @@ def test_workloads_of_kinds_without_a_watch_are_read_from_the_api_server() -> No
     assert reader_for(api, "StatefulSet") is api
     for kind in ("CronJob", "Rollout", "Pods"):
         assert reader_for(api, kind) is live
+
+
+def test_every_cached_object_is_kept_as_compact_json_with_its_labels_beside_it() -> None:
+    """Decoded, a Job's pod took five times its JSON, and the caches keep every Job and pod of
+    every migration for as long as they exist (controller/cache.py, `Packed`)."""
+    from datamigration.controller import handlers
+
+    pod = {
+        "metadata": {"name": "m-expand-1-x", "labels": {"b": "2", "a": "1"}, "managedFields": [{}]},
+        "spec": {"volumes": [{"name": "v"}], "containers": [{"name": "runner"}]},
+        "status": {"phase": "Running"},
+    }
+    job = {"metadata": {"name": "m-expand-1"}, "spec": {"template": {}}, "status": {"active": 1}}
+    deployment = {"metadata": {"name": "web"}, "spec": {"replicas": 2}}
+    kept = {
+        "pod": asyncio.run(handlers.cache_job_pods(namespace="shop", labels={}, body=pod)),
+        "app pod": asyncio.run(handlers.cache_app_pods(namespace="shop", body=pod)),
+        "job": asyncio.run(handlers.cache_jobs(namespace="shop", labels={}, body=job)),
+        "deployment": asyncio.run(
+            handlers.cache_deployments(namespace="shop", name="web", body=deployment)
+        ),
+        "replicaset": asyncio.run(handlers.cache_replicasets(namespace="shop", body=deployment)),
+    }
+    expected = {
+        "pod": slim_pod(pod),
+        "app pod": slim_pod(pod),
+        "job": slim_job(job),
+        "deployment": slim(deployment),
+        "replicaset": slim(deployment),
+    }
+    for what, index in kept.items():
+        (packed,) = index.values()
+        assert isinstance(packed, Packed), what
+        assert packed.unpack() == expected[what], what
+    assert kept["pod"][("shop", None)].labels == (("a", "1"), ("b", "2"))
+
+
+def test_a_selector_is_matched_on_the_kept_labels_without_unpacking_the_rest() -> None:
+    live = LiveReads()
+    found = indexes()
+    unreadable = Packed(b"not json", (("app", "db"), ("pod-template-hash", "h")))
+    found["cache_app_pods"] = {"shop": [*found["cache_app_pods"]["shop"], unreadable]}
+    found["cache_replicasets"] = {"shop": [Packed(b"not json", (("app", "db"),))]}
+
+    async def scenario() -> tuple[list[str], list[Any]]:
+        cache = WatchCache()
+        cache.bind(found)
+        api = CachedApi(live, cache)  # type: ignore[arg-type]
+
+        def reads() -> tuple[list[str], list[Any]]:
+            pods = [p["metadata"]["name"] for p in api.list_pods("shop", "app=web")]
+            return pods, api.list_replicasets("shop", "app=web")
+
+        return await asyncio.to_thread(reads)
+
+    pods, replicasets = asyncio.run(scenario())
+    assert pods == ["web-1"]
+    assert replicasets == []
+    assert live.calls == []

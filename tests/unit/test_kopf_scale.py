@@ -8,6 +8,7 @@ from typing import Any
 from kopf._cogs.aiokits import aiotoggles
 
 from datamigration.controller import cache, kopf_scale
+from datamigration.k8s.cluster import secret_keys
 
 Level = kopf_scale.level_toggle_set(aiotoggles.ToggleSet)
 
@@ -186,3 +187,63 @@ def test_kopf_reads_neither_field_lean_bodies_drops() -> None:
         if "managedFields" in text or "last-applied-configuration" in text
     }
     assert naming == {"_cogs/configs/diffbase.py"}
+
+
+def test_jobs_lose_their_template_pods_their_volumes_secrets_their_values(
+    monkeypatch: Any,
+) -> None:
+    """kopf holds every object's first event until every index is filled: what nothing reads
+    (`cache.drop_unread`) is gone from list items (whose kind the list names) and watch events
+    alike; everything else stays."""
+    from kopf._cogs.clients import api
+
+    def job() -> dict[str, Any]:
+        return {
+            "kind": "Job",
+            "metadata": {"name": "j", "labels": {"a": "1"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "runner"}]}}},
+            "status": {"active": 1},
+        }
+
+    def pod() -> dict[str, Any]:
+        spec = {"containers": [{"name": "api", "image": "x:1"}], "volumes": [{"name": "token"}]}
+        return {
+            "kind": "Pod",
+            "metadata": {"name": "p"},
+            "spec": spec,
+            "status": {"phase": "Running"},
+        }
+
+    def secret() -> dict[str, Any]:
+        return {"kind": "Secret", "metadata": {"name": "s"}, "data": {"url": "cG9zdGdyZXM6Ly8="}}
+
+    def without_kinds(item: dict[str, Any]) -> dict[str, Any]:  # as a list's items come
+        return {k: v for k, v in item.items() if k != "kind"}
+
+    lists = {"jobs": ("JobList", job), "pods": ("PodList", pod), "secrets": ("SecretList", secret)}
+
+    async def get(url: str, **_: Any) -> Any:
+        kind, make = lists[url]
+        return {"kind": kind, "items": [without_kinds(make())]}
+
+    async def stream(url: str, **_: Any) -> Any:
+        yield {"type": "ADDED", "object": lists[url][1]()}
+
+    monkeypatch.setattr(api, "get", get)
+    monkeypatch.setattr(api, "stream", stream)
+    assert kopf_scale.lean_bodies()
+
+    async def received(url: str) -> list[dict[str, Any]]:
+        listed = await api.get(url)
+        return [*listed["items"], *[event["object"] async for event in api.stream(url)]]
+
+    for listed, watched in (asyncio.run(received(url)) for url in lists):
+        assert {k: v for k, v in watched.items() if k != "kind"} == listed
+    job_body, _ = asyncio.run(received("jobs"))
+    assert job_body == {"metadata": {"name": "j", "labels": {"a": "1"}}, "status": {"active": 1}}
+    pod_body, _ = asyncio.run(received("pods"))
+    assert pod_body["spec"] == {"containers": [{"name": "api", "image": "x:1"}]}
+    assert pod_body["status"] == {"phase": "Running"}
+    secret_body, _ = asyncio.run(received("secrets"))
+    assert secret_body["data"] == {"url": ""}
+    assert secret_keys(secret_body) == ("url",)

@@ -22,8 +22,9 @@ What it guarantees:
   worker threads, where each reader takes what it needs with one `list(...)` of a store or of
   an index's keys (see `WatchCache.read`), and hops to the loop only if a change met it.
 - Small: the Secret index keeps key names, never a value; Jobs keep metadata and status; pods
-  lose their volumes; nothing keeps `managedFields` or kubectl's last-applied copy; migrations
-  are kept as compact JSON (`Packed`), each one's `Peer` beside it.
+  lose their volumes; nothing keeps `managedFields` or kubectl's last-applied copy; every object
+  is kept as compact JSON (`Packed`, its labels beside it for selectors), each migration's
+  `Peer` beside it.
 """
 
 from __future__ import annotations
@@ -84,6 +85,27 @@ def drop_unread_metadata(body: dict[str, Any]) -> None:
         annotations.pop(LAST_APPLIED, None)
 
 
+def drop_unread(body: dict[str, Any], kind: str) -> None:
+    """Remove, in place, what nothing in this operator (or kopf) reads of a watched object of
+    this kind: the metadata above (`drop_unread_metadata`); a Job's `spec` (its pod template,
+    70% of its JSON: the handlers read a Job's metadata, the caches its metadata and status,
+    and a live read fetches the whole Job); a pod's volumes (`slim_pod`); a Secret's values
+    (the operator reads key names only, `k8s.cluster.secret_keys`: the values never stay in
+    its memory, not even while kopf holds an event)."""
+    drop_unread_metadata(body)
+    if kind == "Job":
+        body.pop("spec", None)
+    elif kind == "Pod":
+        spec = body.get("spec")
+        if isinstance(spec, dict):
+            spec.pop("volumes", None)
+    elif kind == "Secret":
+        for field in ("data", "stringData"):
+            values = body.get(field)
+            if isinstance(values, dict):
+                body[field] = dict.fromkeys(values, "")
+
+
 def _meta(body: Mapping[str, Any]) -> JSON:
     meta = dict(body.get("metadata") or {})
     annotations = meta.get("annotations")
@@ -103,19 +125,36 @@ def slim(body: Mapping[str, Any]) -> JSON:
 
 @dataclass(frozen=True)
 class Packed:
-    """An object kept as compact JSON: a DataMigration's decoded dicts took about 14 KB each,
-    its JSON under 3 KB, and with a thousand of them that was most of the operator's memory.
-    Unpacked by the reading thread, never on the event loop."""
+    """An object kept as compact JSON, unpacked by the reading thread, never on the event loop.
+
+    Why: decoded, an object's dicts and strings take four to five times its JSON (measured on
+    bench/scale.py's objects: a DataMigration about 14 KB against under 3 KB; a Job's pod
+    without volumes 20 KB against 4 KB; a Job's metadata and status 5.6 KB against 1.2 KB).
+    The caches keep every Job and Job pod of every migration, and every ReplicaSet and pod of
+    every workload, for as long as they exist: decoded, a thousand finished migrations' Jobs
+    and pods alone were about 80 MB of the operator's memory.
+
+    `labels` stays decoded, as sorted (key, value) pairs, so that a selector is matched
+    without unpacking what it does not match."""
 
     data: bytes
+    labels: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> Packed:
-        return cls(json.dumps(body, separators=(",", ":"), default=str).encode())
+        labels = (body.get("metadata") or {}).get("labels") or {}
+        return cls(
+            json.dumps(body, separators=(",", ":"), default=str).encode(),
+            tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+        )
 
     def unpack(self) -> JSON:
         unpacked: JSON = json.loads(self.data)
         return unpacked
+
+
+def _unpacked(found: Iterable[Packed]) -> list[JSON]:
+    return [packed.unpack() for packed in found]
 
 
 def slim_job(body: Mapping[str, Any]) -> JSON:
@@ -209,16 +248,11 @@ def _one(indexes: Mapping[str, Any], index: str, key: Any) -> Any:
     return found[0] if found else None
 
 
-def _matching(bodies: Iterable[JSON], selector: str) -> list[JSON]:
+def _matching(found: Iterable[Packed], selector: str) -> list[Packed]:
     try:
-        return [b for b in bodies if selector_matches(selector, _labels(b))]
+        return [p for p in found if selector_matches(selector, dict(p.labels))]
     except ValueError as exc:
         raise NotCached(str(exc)) from None
-
-
-def _labels(body: Mapping[str, Any]) -> Mapping[str, str]:
-    labels: Mapping[str, str] = (body.get("metadata") or {}).get("labels") or {}
-    return labels
 
 
 def _single_term(selector: str, key: str) -> str | None:
@@ -298,7 +332,7 @@ class CachedApi(LiveWrites):
             found = self.cache.read(find)
         except NotCached:
             return self.live.list_migrations(namespace, workload)
-        return [packed.unpack() for packed in found]
+        return _unpacked(found)
 
     def list_peers(self, namespace: str, workloads: Iterable[WorkloadRef]) -> list[Peer]:
         """The namespace's migrations that name one of `workloads` ((kind, name) pairs), as
@@ -320,56 +354,59 @@ class CachedApi(LiveWrites):
         try:
             if uid is None:
                 raise NotCached(f"jobs by {selector!r}")
-            return self.cache.read(lambda ix: _values(ix, "cache_jobs", (namespace, uid)))
+            found = self.cache.read(lambda ix: _values(ix, "cache_jobs", (namespace, uid)))
         except NotCached:
             return self.live.list_jobs(namespace, selector)
+        return _unpacked(found)
 
     def list_pods(self, namespace: str, selector: str) -> list[JSON]:
         uid = _single_term(selector, LABEL_MIGRATION_UID)
 
-        def find(ix: Mapping[str, Any]) -> list[JSON]:
+        def find(ix: Mapping[str, Any]) -> list[Packed]:
             if uid is not None:
                 return _values(ix, "cache_job_pods", (namespace, uid))
             if not selector:
                 raise NotCached("every pod of a namespace")
-            pods = {
-                p["metadata"].get("uid"): p
+            pods = dict.fromkeys(  # a pod in both indexes packs to the same bytes: once
+                p
                 for index in ("cache_app_pods", "cache_revision_pods")
                 for p in _values(ix, index, namespace)
-            }
-            return _matching(pods.values(), selector)
+            )
+            return _matching(pods, selector)
 
         try:
-            return self.cache.read(find)
+            found = self.cache.read(find)
         except NotCached:
             return self.live.list_pods(namespace, selector)
+        return _unpacked(found)
 
     def get_deployment(self, namespace: str, name: str) -> JSON | None:
         try:
-            found: JSON | None = self.cache.read(
+            found: Packed | None = self.cache.read(
                 lambda ix: _one(ix, "cache_deployments", (namespace, name))
             )
-            return found
         except NotCached:
             return self.live.get_deployment(namespace, name)
+        return found.unpack() if found is not None else None
 
     def list_replicasets(self, namespace: str, selector: str) -> list[JSON]:
         try:
-            return self.cache.read(
+            found = self.cache.read(
                 lambda ix: _matching(_values(ix, "cache_replicasets", namespace), selector)
             )
         except NotCached:
             return self.live.list_replicasets(namespace, selector)
+        return _unpacked(found)
 
     def get_workload(self, namespace: str, kind: str, name: str) -> JSON | None:
         index = WORKLOAD_INDEXES.get(kind) if kind != "Deployment" else None  # get_deployment
         try:
             if index is None:
                 raise NotCached(f"{kind} has no watch")
-            found: JSON | None = self.cache.read(lambda ix: _one(ix, index, (namespace, name)))
-            return found
+            found: Packed | None = self.cache.read(lambda ix: _one(ix, index, (namespace, name)))
         except NotCached:
             return self.live.get_workload(namespace, kind, name)
+        return found.unpack() if found is not None else None
 
     def list_controller_revisions(self, namespace: str, selector: str) -> list[JSON]:
         return self.live.list_controller_revisions(namespace, selector)
@@ -381,12 +418,13 @@ class CachedApi(LiveWrites):
         if index is None:
             return None
         try:
-            found = self.cache.read(lambda ix: _one(ix, index, (namespace, name)))
+            found: Packed | None = self.cache.read(lambda ix: _one(ix, index, (namespace, name)))
         except NotCached:
             return None
         if found is None:
             return None
-        return label_selector((found.get("spec") or {}).get("selector") or {}) or None
+        spec = found.unpack().get("spec") or {}
+        return label_selector(spec.get("selector") or {}) or None
 
     def secret_key_names(self, namespace: str, name: str) -> tuple[str, ...] | None:
         """From the Secrets' watch: a missing Secret or key too (kopf completes that index

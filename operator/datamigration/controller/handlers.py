@@ -155,44 +155,44 @@ async def cache_peers(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
 
 @kopf.index("batch", "v1", "jobs", labels={LABEL_MIGRATION_UID: kopf.PRESENT})
 async def cache_jobs(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
-    return {(namespace, labels.get(LABEL_MIGRATION_UID)): caches.slim_job(body)}
+    return {(namespace, labels.get(LABEL_MIGRATION_UID)): caches.Packed.of(caches.slim_job(body))}
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_MIGRATION_UID: kopf.PRESENT})
 async def cache_job_pods(
     namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
 ) -> Any:
-    return {(namespace, labels.get(LABEL_MIGRATION_UID)): caches.slim_pod(body)}
+    return {(namespace, labels.get(LABEL_MIGRATION_UID)): caches.Packed.of(caches.slim_pod(body))}
 
 
 @kopf.index("apps", "v1", "deployments")
 async def cache_deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
-    return {(namespace, name): caches.slim(body)}
+    return {(namespace, name): caches.Packed.of(caches.slim(body))}
 
 
 @kopf.index("apps", "v1", "replicasets")
 async def cache_replicasets(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
-    return {namespace: caches.slim(body)}
+    return {namespace: caches.Packed.of(caches.slim(body))}
 
 
 @kopf.index("", "v1", "pods", labels={"pod-template-hash": kopf.PRESENT})
 async def cache_app_pods(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
-    return {namespace: caches.slim_pod(body)}
+    return {namespace: caches.Packed.of(caches.slim_pod(body))}
 
 
 @kopf.index("", "v1", "pods", labels={"controller-revision-hash": kopf.PRESENT})
 async def cache_revision_pods(namespace: str | None, body: kopf.Body, **_: Any) -> Any:
-    return {namespace: caches.slim_pod(body)}
+    return {namespace: caches.Packed.of(caches.slim_pod(body))}
 
 
 @kopf.index("apps", "v1", "statefulsets")
 async def cache_statefulsets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
-    return {(namespace, name): caches.slim(body)}
+    return {(namespace, name): caches.Packed.of(caches.slim(body))}
 
 
 @kopf.index("apps", "v1", "daemonsets")
 async def cache_daemonsets(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
-    return {(namespace, name): caches.slim(body)}
+    return {(namespace, name): caches.Packed.of(caches.slim(body))}
 
 
 @kopf.index("", "v1", "secrets")

@@ -27,22 +27,24 @@ on.create/update/resume handlers. This operator has none (only indexes and on.ev
 which get no diff), so the copy was pure cost on every event of every watched kind. With no
 such handler, kopf never reads the diff; a test asserts that the registry has none.
 
-3. Bodies without the metadata nobody reads (`lean_bodies`).
+3. Bodies without what nobody reads (`lean_bodies`).
 
 Why: the API server sends every object with `metadata.managedFields` (server-side apply's field
 ownership: 2.5 of a DataMigration's 5.3 KB of JSON, a third of a pod's) and, for what
-`kubectl apply` wrote, a last-applied copy of the whole manifest. kopf decodes each object and
-holds its first event until every index is filled, so at start-up every watched object's body
-is in memory at once, and the heap the operator then keeps is sized by that moment:
-bench/scale.py's peak resident memory with 1,000 migrations went from 134 to 120 MB without them.
+`kubectl apply` wrote, a last-applied copy of the whole manifest; a Job comes with its pod
+template (70% of its JSON once managedFields is gone), a Secret with its values. kopf decodes
+each object and holds its first event until every index is filled, so at start-up every
+watched object's body is in memory at once, and the heap the operator then keeps is sized by
+that moment: bench/scale.py's peak resident memory with 1,000 migrations went from 134 to 120
+MB without the metadata alone.
 
-What it guarantees: each list and watch answer kopf receives loses those two fields as it is
-decoded, and nothing else (`cache.drop_unread_metadata` is the one definition; the caches drop
-them too). This operator never reads them from a watched body; kopf names kubectl's copy only
-to build a diff-base, which 2. does not keep, and its own writes are merge patches of its
-annotations and finalizers, which never send the fields back. If kopf's client module is not
-the shape this was written for, nothing is replaced and the reason is logged: memory is then
-higher, never wrong.
+What it guarantees: each list and watch answer kopf receives loses, as it is decoded, what
+`cache.drop_unread` names (the one definition, which says why each is unread) and nothing
+else. This operator never reads those from a watched body; kopf names kubectl's copy only to
+build a diff-base, which 2. does not keep, and its own writes are merge patches of its
+annotations and finalizers (on DataMigrations alone), which never send the fields back. If
+kopf's client module is not the shape this was written for, nothing is replaced and the reason
+is logged: memory is then higher, never wrong.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from typing import Any
 
 import kopf
 
-from datamigration.controller.cache import drop_unread_metadata
+from datamigration.controller.cache import drop_unread
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +128,20 @@ class NoDiffBase(kopf.DiffBaseStorage):
 
 def _lean(answer: Any) -> Any:
     """A list answer's items, a watch event's object, or a single object, without what nothing
-    reads (in place)."""
+    reads (in place, `cache.drop_unread`). A list's items carry no kind: the list's names it
+    (`JobList`)."""
     if isinstance(answer, dict):
+        kind = str(answer.get("kind") or "")
         items = answer.get("items")
         if isinstance(items, list):
+            item_kind = kind.removesuffix("List")
             for item in items:
                 if isinstance(item, dict):
-                    drop_unread_metadata(item)
+                    drop_unread(item, item_kind)
         inner = answer.get("object")
         if isinstance(inner, dict):
-            drop_unread_metadata(inner)
-        drop_unread_metadata(answer)
+            drop_unread(inner, str(inner.get("kind") or ""))
+        drop_unread(answer, kind)
     return answer
 
 
