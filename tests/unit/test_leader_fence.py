@@ -134,6 +134,26 @@ def test_reconciling_updates_the_metrics() -> None:
     assert REGISTRY.get_sample_value("datamigration_backfill_rows_done", labels) is None
 
 
+def test_a_backfills_series_end_when_it_finishes() -> None:
+    """A finished backfill's last rate is no rate: its three series go with it."""
+    api = FakeApi(spec())
+    api.migration["metadata"]["name"] = "m3"
+    labels = {"namespace": NS, "name": "m3"}
+    reconciler(api).reconcile_once(NS, "m3")
+    api.finish("expand")
+    reconciler(api).reconcile_once(NS, "m3")
+    api.runner_progress(
+        {"phase": "backfill", "rowsDone": 10, "rowsEstimated": 1000, "rowsPerSecond": 5}
+    )
+    reconciler(api).reconcile_once(NS, "m3")
+    assert sample("datamigration_backfill_rows_per_second", **labels) == 5
+    api.finish("backfill")
+    reconciler(api).reconcile_once(NS, "m3")
+    assert status(api)["phases"]["backfill"].get("finishedAt")
+    for name in ("done", "per_second", "remaining"):
+        assert REGISTRY.get_sample_value(f"datamigration_backfill_rows_{name}", labels) is None
+
+
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310  (http only)

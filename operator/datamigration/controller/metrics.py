@@ -27,6 +27,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
+from datamigration.core.rules import TERMINAL
 from datamigration.k8s import client as kube_client
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ _phases: dict[Key, str] = {}
 #: How many migrations are in each phase, kept as `_phases` changes (counting them all on every
 #: reconcile was quadratic in the number of migrations); a phase left empty stays, at 0.
 _phase_counts: dict[str, int] = {}
+#: The migrations with backfill series, removed when their backfill ends (`_forget_backfill`).
+_backfill_keys: set[Key] = set()
 _last_api_answer = {"at": time.monotonic()}
 
 
@@ -128,8 +131,16 @@ def record(key: Key, before: Mapping[str, Any], after: Mapping[str, Any]) -> Non
         STALLS.labels(reason=reason).inc()
     # The runner owns most progress keys; the operator's decision carries only some of them.
     progress = {**(before.get("progress") or {}), **(after.get("progress") or {})}
-    if progress.get("phase") == "backfill" and "rowsDone" in progress:
+    backfill_over = bool(((after.get("phases") or {}).get("backfill") or {}).get("finishedAt"))
+    if backfill_over or after.get("phase") in TERMINAL:
+        # A backfill's series end with it (as kube-state-metrics' end with their object): a
+        # finished one's last rate is no rate, and a thousand finished migrations would keep
+        # three series each.
+        _forget_backfill(key)
+    elif progress.get("phase") == "backfill" and "rowsDone" in progress:
         done = float(progress.get("rowsDone") or 0)
+        with _lock:
+            _backfill_keys.add(key)
         BACKFILL_ROWS_DONE.labels(*key).set(done)
         BACKFILL_ROWS_PER_SECOND.labels(*key).set(float(progress.get("rowsPerSecond") or 0))
         estimated = float(progress.get("rowsEstimated") or 0)
@@ -155,6 +166,14 @@ def _set_phase(key: Key, phase: str | None) -> None:
 
 def forget(key: Key) -> None:
     _set_phase(key, None)
+    _forget_backfill(key)
+
+
+def _forget_backfill(key: Key) -> None:
+    with _lock:
+        if key not in _backfill_keys:
+            return
+        _backfill_keys.discard(key)
     for gauge in (BACKFILL_ROWS_DONE, BACKFILL_ROWS_PER_SECOND, BACKFILL_ROWS_REMAINING):
         with contextlib.suppress(KeyError):
             gauge.remove(*key)
