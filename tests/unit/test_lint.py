@@ -423,3 +423,30 @@ def test_format_findings() -> None:
         "1 error, 1 warning"
     )
     assert not has_errors(findings[1:])
+
+
+def test_specs_that_differ_only_where_the_lint_does_not_read_are_linted_once() -> None:
+    """The operator validates every migration it reconciles; a thousand made from one template
+    lint the same steps. A hit must be the lint's own answer: a change of a step is linted anew."""
+    from datamigration.core.spec import parse_spec
+    from datamigration.lint import lint_spec
+    from datamigration.lint.check import _linted_lately
+
+    def raw(key: str, *, paused: bool = False, drop: str = "DROP COLUMN email") -> dict[str, Any]:
+        return {
+            "database": {"urlFrom": {"secretKeyRef": {"name": "db", "key": key}}},
+            "workload": {"kind": "Deployment", "name": "web", "container": "api", "image": "a:2"},
+            "expand": {"steps": [{"name": "add", "sql": "ALTER TABLE t ADD COLUMN e text"}]},
+            "contract": {"steps": [{"name": "drop", "sql": f"ALTER TABLE t {drop}"}]},
+            "paused": paused,
+        }
+
+    _linted_lately.cache_clear()
+    first = lint_spec(parse_spec(raw("m1")))
+    again = lint_spec(parse_spec(raw("m2", paused=True)))
+    assert again == first and again is not first
+    assert _linted_lately.cache_info().hits == 1
+    other = lint_spec(parse_spec(raw("m3", drop="ALTER COLUMN e SET NOT NULL")))
+    assert _linted_lately.cache_info().misses == 2
+    assert {f.rule for f in other} != {f.rule for f in first}
+    assert other == lint_spec(parse_spec(raw("m4", drop="ALTER COLUMN e SET NOT NULL")))

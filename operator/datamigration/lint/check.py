@@ -11,6 +11,7 @@ rejects; those statements come out as `unparseable-sql`.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -244,23 +245,54 @@ def step_paths(spec: MigrationSpec, phase: str) -> list[str]:
 def lint_spec(spec: MigrationSpec, *, migration: str = "", source: str = "") -> list[Finding]:
     """Findings for every phase of a parsed spec (what admission, plan and status use), and,
     after them, the rollback's (an abort's rollback Job runs destructive undo SQL: contract's
-    rules, lint/rules.py). A large spec's SQL is parsed ahead, in the order it is linted."""
-    phases = [(phase, list(spec.job_steps(phase).steps)) for phase in STEP_PHASES]
-    phases.append(("rollback", list(spec.rollback_steps().steps)))
-    texts = [step.sql for _, steps in phases for step in steps if isinstance(step, SqlStep)]
+    rules, lint/rules.py). A large spec's SQL is parsed ahead, in the order it is linted.
+
+    Specs that differ only in what the lint does not read (the database key, `paused`, the
+    image) are linted once (`_linted_lately`): the key is everything `lint_steps` is given, so
+    a hit is the answer the lint would give."""
+    phases = [(phase, spec.job_steps(phase).steps) for phase in STEP_PHASES]
+    phases.append(("rollback", spec.rollback_steps().steps))
+    inputs: _LintInputs = (
+        tuple((phase, tuple(steps), tuple(step_paths(spec, phase))) for phase, steps in phases),
+        spec.operations.dialect,
+        migration,
+        source,
+    )
+    try:
+        hash(inputs)
+    except TypeError:  # a step holding a list or a dict: linted without the cache
+        return list(_linted(inputs))
+    return list(_linted_lately(inputs))
+
+
+#: What `lint_spec` lints: (phase, steps, each step's field) per phase; dialect; migration and
+#: source (named in each finding).
+_LintInputs = tuple[tuple[tuple[str, tuple[Step, ...], tuple[str, ...]], ...], str, str, str]
+#: Specs linted lately: the operator validates every migration it reconciles, and a thousand
+#: migrations made from one template (as many services' are) lint the same steps. Findings are
+#: frozen; each caller gets its own list.
+LINT_CACHE_SIZE = 256
+
+
+def _linted(inputs: _LintInputs) -> tuple[Finding, ...]:
+    phases, dialect, migration, source = inputs
+    texts = [step.sql for _, steps, _ in phases for step in steps if isinstance(step, SqlStep)]
     findings: list[Finding] = []
     with ParseAhead(texts) as ahead:
-        for phase, steps in phases:
+        for phase, steps, paths in phases:
             findings += lint_steps(
                 phase,
                 steps,
                 migration=migration,
                 source=source,
-                paths=step_paths(spec, phase),
-                dialect=spec.operations.dialect,
+                paths=paths,
+                dialect=dialect,
                 ahead=ahead,
             )
-    return findings
+    return tuple(findings)
+
+
+_linted_lately = functools.lru_cache(maxsize=LINT_CACHE_SIZE)(_linted)
 
 
 def allowed_findings(spec: MigrationSpec) -> list[Finding]:
