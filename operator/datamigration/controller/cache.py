@@ -89,9 +89,10 @@ def drop_unread(body: dict[str, Any], kind: str) -> None:
     """Remove, in place, what nothing in this operator (or kopf) reads of a watched object of
     this kind: the metadata above (`drop_unread_metadata`); a Job's `spec` (its pod template,
     70% of its JSON: the handlers read a Job's metadata, the caches its metadata and status,
-    and a live read fetches the whole Job); a pod's volumes (`slim_pod`); a Secret's values
-    (the operator reads key names only, `k8s.cluster.secret_keys`: the values never stay in
-    its memory, not even while kopf holds an event)."""
+    and a live read fetches the whole Job); a pod's volumes (the rollout gates read its
+    containers, owners and status); a Secret's values (the operator reads key names only,
+    `k8s.cluster.secret_keys`: the values never stay in its memory, not even while kopf holds
+    an event)."""
     drop_unread_metadata(body)
     if kind == "Job":
         body.pop("spec", None)
@@ -163,11 +164,10 @@ def slim_job(body: Mapping[str, Any]) -> JSON:
 
 
 def slim_pod(body: Mapping[str, Any]) -> JSON:
-    """A pod without its volumes (the rollout gates read containers, owners and status)."""
+    """A pod as `drop_unread` leaves it (no volumes), on a copy: kopf's body stays whole."""
     kept = slim(body)
-    spec = dict(kept.get("spec") or {})
-    spec.pop("volumes", None)
-    kept["spec"] = spec
+    kept["spec"] = dict(kept.get("spec") or {})
+    drop_unread(kept, "Pod")
     return kept
 
 
